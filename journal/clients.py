@@ -1,0 +1,58 @@
+"""Build the infrastructure clients from settings.  Called once, from a lifespan or CLI."""
+
+from __future__ import annotations
+
+import socket
+
+import redis.asyncio as aioredis
+
+from journal.base import Journal, JournalLimits
+from journal.memory import MemoryJournal
+from journal.redis import RedisJournal
+from journal.settings import Settings
+
+__all__ = ["journal_limits", "make_journal", "make_redis"]
+
+
+def journal_limits(settings: Settings) -> JournalLimits:
+    return JournalLimits(
+        max_envelope_bytes=settings.max_envelope_bytes,
+        stream_maxlen=settings.stream_maxlen,
+        idempotency_window_s=settings.idempotency_window_s,
+        default_source=settings.default_source,
+    )
+
+
+def make_redis(settings: Settings, url: str | None = None) -> aioredis.Redis:
+    """The command client: bounded pool, health checks and TCP keepalive, bytes replies."""
+    url = url or settings.redis_url
+    keepalive = url.startswith(("redis://", "rediss://"))
+    # A blocking pool makes a burst wait for a free connection instead of failing.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_socket_timeout_s,
+        socket_timeout=settings.redis_socket_timeout_s,
+        socket_connect_timeout=settings.redis_socket_timeout_s,
+        health_check_interval=settings.redis_health_check_interval_s,
+        socket_keepalive=keepalive or None,
+        socket_keepalive_options=_keepalive_options() if keepalive else None,
+    )
+    return aioredis.Redis.from_pool(pool)  # the client owns and closes the pool
+
+
+def _keepalive_options() -> dict[int, int]:
+    # Notice a dead peer in about a minute instead of the kernel's two hours.
+    opts = {}
+    for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, name):
+            opts[getattr(socket, name)] = value
+    return opts
+
+
+def make_journal(settings: Settings, client: aioredis.Redis | None) -> Journal:
+    """``memory://`` gives an in-process journal; anything else the Redis one on ``client``."""
+    limits = journal_limits(settings)
+    if settings.redis_url.startswith("memory://") or client is None:
+        return MemoryJournal(limits)
+    return RedisJournal(client, limits)

@@ -1,0 +1,168 @@
+"""CloudEvents 1.0 structured-mode envelopes, serialised once with orjson.
+
+An envelope's ``id`` is its position in its stream, which only the journal knows
+at append time.  So a publish is prepared in two halves: :func:`prepare` validates
+and serialises everything except the id into ``Prepared.tail``, and the journal
+splices the id in front (:func:`splice`) — in Lua for Redis — without parsing or
+re-serialising the JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "HEAD",
+    "Envelope",
+    "EnvelopeError",
+    "EnvelopeTooLarge",
+    "InvalidEnvelope",
+    "Prepared",
+    "decode",
+    "format_time",
+    "prepare",
+    "splice",
+]
+
+TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+# Everything before the id.  Fixed so the journal can splice without a JSON parser.
+HEAD = b'{"specversion":"1.0","id":"'
+_MAX_SOURCE = 512
+_MAX_SUBJECT = 512
+
+
+class EnvelopeError(Exception):
+    """Base of the envelope errors; ``code`` is a stable machine-readable reason."""
+
+    code = "invalid_envelope"
+
+
+class InvalidEnvelope(EnvelopeError):
+    """The type, source, subject or data is not acceptable."""
+
+
+class EnvelopeTooLarge(EnvelopeError):
+    """The serialised envelope exceeds the configured limit."""
+
+    code = "envelope_too_large"
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"envelope is {size} bytes; the limit is {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+def format_time(t: datetime) -> str:
+    """RFC 3339 UTC with millisecond precision and a ``Z``; naive datetimes are refused."""
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError("naive datetime: Herald only handles timezone-aware UTC")
+    t = t.astimezone(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A validated envelope without its id: ``HEAD + id + tail`` is the whole JSON."""
+
+    type: str
+    tail: bytes  # starts with '",' and ends with '}'
+
+    def with_id(self, id_: str) -> bytes:
+        return splice(id_, self.tail)
+
+
+def splice(id_: str, tail: bytes) -> bytes:
+    return HEAD + id_.encode() + tail
+
+
+def prepare(
+    type_: str,
+    data: Any,
+    *,
+    source: str,
+    subject: str | None,
+    max_bytes: int,
+    time: datetime | None = None,
+    id_room: int = 41,
+) -> Prepared:
+    """Validate and serialise an envelope, leaving room for an id of ``id_room`` bytes.
+
+    Raises ``InvalidEnvelope`` (type pattern, data not an object, data not JSON-able)
+    or ``EnvelopeTooLarge`` (the size check counts the longest id the stream can give).
+    """
+    if not isinstance(type_, str) or not TYPE_RE.match(type_):
+        raise InvalidEnvelope(
+            f"type {type_!r} must match {TYPE_RE.pattern} (e.g. 'source.ingest.progress')"
+        )
+    if not isinstance(data, dict):
+        raise InvalidEnvelope(f"data must be a JSON object, not {type(data).__name__}")
+    if not source or len(source) > _MAX_SOURCE:
+        raise InvalidEnvelope(f"source must be 1..{_MAX_SOURCE} characters")
+    if subject is not None and len(subject) > _MAX_SUBJECT:
+        raise InvalidEnvelope(f"subject must be at most {_MAX_SUBJECT} characters")
+    body: dict[str, Any] = {
+        "source": source,
+        "type": type_,
+        "time": format_time(time or datetime.now(UTC)),
+    }
+    if subject is not None:
+        body["subject"] = subject
+    body["datacontenttype"] = "application/json"
+    body["data"] = data
+    try:
+        # OPT_NON_STR_KEYS would silently turn {1: x} into {"1": x}; refuse instead.
+        raw = orjson.dumps(body)
+    except TypeError as e:
+        raise InvalidEnvelope(f"data is not JSON-serialisable: {e}") from e
+    tail = b'",' + raw[1:]
+    size = len(HEAD) + id_room + len(tail)
+    if size > max_bytes:
+        raise EnvelopeTooLarge(size, max_bytes)
+    return Prepared(type_, tail)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded envelope, for readers that need fields rather than bytes."""
+
+    id: str
+    source: str
+    type: str
+    time: str
+    data: dict[str, Any]
+    subject: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "specversion": "1.0",
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "time": self.time,
+        }
+        if self.subject is not None:
+            d["subject"] = self.subject
+        d["datacontenttype"] = "application/json"
+        d["data"] = self.data
+        return d
+
+
+def decode(raw: bytes | str) -> Envelope:
+    """Parse envelope JSON; raise ``InvalidEnvelope`` if it is not a Herald envelope."""
+    try:
+        d = orjson.loads(raw)
+        return Envelope(
+            id=d["id"],
+            source=d["source"],
+            type=d["type"],
+            time=d["time"],
+            data=d["data"],
+            subject=d.get("subject"),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+        raise InvalidEnvelope(f"not a Herald envelope: {e}") from e

@@ -1,0 +1,202 @@
+"""The journal on Redis Streams: one Lua round trip appends, trims, updates metadata
+and publishes (see ``lua/publish.lua`` for the atomicity and id rules)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from journal.base import (
+    Entry,
+    JournalLimits,
+    JournalUnavailable,
+    PublishRequest,
+    PublishResult,
+    StreamInfo,
+    new_epoch,
+    prepare_requests,
+)
+from journal.envelope import Prepared
+from journal.positions import StreamId, Target
+
+__all__ = ["RedisJournal"]
+
+# One script call appends at most this many envelopes, so a huge batch cannot
+# hold Redis's single thread for long.
+_CHUNK = 256
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _sid(raw: bytes | str) -> StreamId | None:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    return StreamId.parse(text) if text else None
+
+
+def _entry(raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+    return Entry(
+        id=StreamId.parse(raw_id.decode()),
+        previous=_sid(fields.get(b"p", b"")),
+        type=fields[b"t"].decode(),
+        envelope=fields[b"e"],
+    )
+
+
+class RedisJournal:
+    """Journal on a ``redis.asyncio.Redis`` client built by the caller (bytes responses)."""
+
+    def __init__(self, client: aioredis.Redis, limits: JournalLimits | None = None) -> None:
+        self.client = client
+        self.limits = limits or JournalLimits()
+        source = resources.files("journal").joinpath("lua/publish.lua").read_text()
+        self._script = client.register_script(source)
+
+    def _call_args(
+        self, target: Target, items: Sequence[tuple[Prepared, str | None]]
+    ) -> tuple[list[str], list[Any]]:
+        keys = [target.stream_key, target.meta_key]
+        argv: list[Any] = [
+            self.limits.stream_maxlen,
+            self.limits.idempotency_window_s,
+            new_epoch(),
+            target.channel,
+            len(items),
+        ]
+        for prepared, idem in items:
+            index = 0
+            if idem is not None:
+                keys.append(target.idempotency_key(idem))
+                index = len(keys)
+            argv += (prepared.type, prepared.tail, index)
+        return keys, argv
+
+    @staticmethod
+    def _results(target: Target, reply: list[Any]) -> list[PublishResult]:
+        epoch = reply[-1].decode()
+        out = []
+        for i in range(0, len(reply) - 1, 3):
+            out.append(
+                PublishResult(
+                    id=StreamId.parse(reply[i].decode()),
+                    target=target,
+                    previous=_sid(reply[i + 1]),
+                    duplicate=reply[i + 2] == 1,
+                    epoch=epoch,
+                )
+            )
+        return out
+
+    async def publish(
+        self,
+        target: Target,
+        type_: str,
+        data: dict[str, Any],
+        *,
+        source: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> PublishResult:
+        req = PublishRequest(target, type_, data, source, idempotency_key)
+        (prepared,) = prepare_requests(self.limits, [req])
+        keys, argv = self._call_args(target, [(prepared, idempotency_key)])
+        try:
+            reply = await self._script(keys=keys, args=argv)
+        except _UNAVAILABLE as e:
+            raise JournalUnavailable(f"Redis unavailable: {e}") from e
+        return self._results(target, reply)[0]
+
+    async def publish_many(self, requests: Sequence[PublishRequest]) -> list[PublishResult]:
+        prepared = prepare_requests(self.limits, requests)
+        # Group by stream (keeping request order inside each group): one script call
+        # per group chunk, all calls in one pipeline.
+        groups: dict[Target, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(r.target, []).append(i)
+        calls: list[tuple[Target, list[int]]] = []
+        for target, indexes in groups.items():
+            for start in range(0, len(indexes), _CHUNK):
+                calls.append((target, indexes[start : start + _CHUNK]))
+        try:
+            replies = await self._pipeline_calls(calls, requests, prepared)
+        except _UNAVAILABLE as e:
+            raise JournalUnavailable(f"Redis unavailable: {e}") from e
+        results: list[PublishResult | None] = [None] * len(requests)
+        for (target, chunk), reply in zip(calls, replies, strict=True):
+            for i, result in zip(chunk, self._results(target, reply), strict=True):
+                results[i] = result
+        return [r for r in results if r is not None]
+
+    async def _pipeline_calls(
+        self,
+        calls: list[tuple[Target, list[int]]],
+        requests: Sequence[PublishRequest],
+        prepared: list[Prepared],
+    ) -> list[Any]:
+        # Plain EVALSHA in the pipeline: redis-py's Script-in-pipeline path sends
+        # SCRIPT EXISTS first, a second round trip on every batch.  If the server
+        # lost the script (restart, SCRIPT FLUSH) every call fails with NOSCRIPT
+        # before writing anything, so loading it and resending is safe.
+        for attempt in (1, 2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for target, chunk in calls:
+                    items = [(prepared[i], requests[i].idempotency_key) for i in chunk]
+                    keys, argv = self._call_args(target, items)
+                    pipe.evalsha(self._script.sha, len(keys), *keys, *argv)
+                try:
+                    return list(await pipe.execute())
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+                    await self.client.script_load(self._script.script)
+        raise AssertionError("unreachable")
+
+    async def read_after(self, target: Target, after: StreamId, *, limit: int) -> list[Entry]:
+        try:
+            rows = await self.client.xrange(target.stream_key, f"({after}", "+", count=limit)
+        except _UNAVAILABLE as e:
+            raise JournalUnavailable(f"Redis unavailable: {e}") from e
+        return [_entry(i, f) for i, f in rows]
+
+    async def latest(
+        self, target: Target, type_prefix: str, *, max_scan: int = 10000
+    ) -> Entry | None:
+        # Walk back in pages; the type is its own field, so no envelope is parsed.
+        upper, scanned, page = "+", 0, 200
+        try:
+            while scanned < max_scan:
+                rows = await self.client.xrevrange(
+                    target.stream_key, upper, "-", count=min(page, max_scan - scanned)
+                )
+                if not rows:
+                    return None
+                for raw_id, fields in rows:
+                    if fields[b"t"].decode().startswith(type_prefix):
+                        return _entry(raw_id, fields)
+                scanned += len(rows)
+                upper = f"({rows[-1][0].decode()}"
+        except _UNAVAILABLE as e:
+            raise JournalUnavailable(f"Redis unavailable: {e}") from e
+        return None
+
+    async def info(self, target: Target) -> StreamInfo:
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hmget(target.meta_key, ["epoch", "last"])
+                pipe.xrange(target.stream_key, "-", "+", count=1)
+                pipe.xlen(target.stream_key)
+                (epoch, last), first, length = await pipe.execute()
+        except _UNAVAILABLE as e:
+            raise JournalUnavailable(f"Redis unavailable: {e}") from e
+        return StreamInfo(
+            epoch=epoch.decode() if epoch else None,
+            last=_sid(last) if last else None,
+            first=StreamId.parse(first[0][0].decode()) if first else None,
+            length=int(length),
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

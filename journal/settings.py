@@ -1,0 +1,108 @@
+"""Herald's settings: every ``HERALD_*`` variable, parsed once into one typed object.
+
+``Settings.load()`` is the only entry point that reads the environment; everything
+else receives the object it returns.  A bad value raises ``SettingsError`` whose
+message names the variable and what is wrong with it, so the CLI can print it
+and exit instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "SettingsError"]
+
+ENV_PREFIX = "HERALD_"
+
+
+class SettingsError(Exception):
+    """A ``HERALD_*`` variable is missing or invalid; the message says which and why."""
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Field ``x`` is read from ``HERALD_X``; units are in the names."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, validate_default=True
+    )
+
+    # Infrastructure.  Empty means "start the embedded server under data_dir".
+    redis_url: str = Field("", description="Redis URL (`redis://`, `rediss://`, `unix://`), or `memory://` for an in-process journal. Empty: embedded Redis.")
+    database_url: str = Field("", description="PostgreSQL URL (`postgresql+psycopg://…`). Empty: embedded PostgreSQL.")
+    data_dir: Path = Field(Path(".herald"), description="Folder for the embedded servers' data and the generated dev JWT secret.")
+    host: str = Field("127.0.0.1", description="Address `herald serve` listens on (`--host` overrides).")
+    port: int = Field(8000, ge=0, le=65535, description="Port `herald serve` listens on (`--port` overrides).")
+    public_url: str = Field("", description="URL printed for clients; default `http://HOST:PORT`.")
+
+    # Envelope and journal.
+    max_envelope_bytes: int = Field(65536, ge=256, le=16 * 1024 * 1024, description="Largest serialised envelope accepted; larger publishes are rejected (HTTP 413).")
+    stream_maxlen: int = Field(10000, ge=1, description="Approximate number of entries each user/topic stream keeps (`XADD MAXLEN ~`).")
+    idempotency_window_s: int = Field(300, ge=1, description="How long an idempotency key returns the first publish's id instead of publishing again.")
+    default_source: str = Field("/herald", description="CloudEvents `source` used when a publisher gives none.")
+
+    # Auth.
+    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = Field("HS256", description="JWT algorithm: HS256 with `JWT_SECRET`, RS256/ES256 with `JWT_PUBLIC_KEY`.")
+    jwt_secret: SecretStr | None = Field(None, description="HS256 secret (at least 32 bytes). Empty with the embedded default: generated once into DATA_DIR/jwt_secret.")
+    jwt_public_key: str = Field("", description="PEM public key, or a path to a PEM file, for RS256/ES256.")
+    jwt_private_key: str = Field("", description="PEM private key or path, only needed by `herald token` with RS256/ES256.")
+    jwt_leeway_s: int = Field(5, ge=0, le=300, description="Clock skew tolerated when checking `exp`.")
+    auth_cookie: str = Field("herald_token", description="Name of the cookie a token may be sent in.")
+    ticket_ttl_s: int = Field(30, ge=1, le=600, description="Lifetime of a single-use SSE ticket from `POST /api/events/ticket`.")
+
+    # Redis client.
+    redis_max_connections: int = Field(32, ge=1, description="Connection pool size of the command client.")
+    redis_socket_timeout_s: float = Field(5.0, gt=0, description="Socket timeout for Redis commands (blocking reads use their own client).")
+    redis_health_check_interval_s: int = Field(15, ge=0, description="Ping an idle pooled connection before use after this many seconds.")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret_long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and v.get_secret_value() == "":
+            return None
+        if v is not None and len(v.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 bytes for HS256")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        if v and not v.startswith(("redis://", "rediss://", "unix://", "memory://")):
+            raise ValueError("must start with redis://, rediss://, unix:// or memory://")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, v: str) -> str:
+        if v.startswith(("postgres://", "postgresql://")):
+            # Accept the URL people copy from their provider; we always talk psycopg 3.
+            return "postgresql+psycopg://" + v.split("://", 1)[1]
+        if v and not v.startswith("postgresql+psycopg://"):
+            raise ValueError("must be a postgresql:// or postgresql+psycopg:// URL")
+        return v
+
+    @property
+    def embedded(self) -> bool:
+        """True when Herald must start its own Redis and PostgreSQL."""
+        return not self.redis_url or not self.database_url
+
+    @classmethod
+    def load(cls, **overrides: object) -> Settings:
+        """Parse the environment once; raise ``SettingsError`` naming the bad variable."""
+        try:
+            return cls(**overrides)  # type: ignore[arg-type]
+        except ValidationError as e:
+            problems = []
+            for err in e.errors():
+                field = str(err["loc"][0]) if err["loc"] else "?"
+                var = ENV_PREFIX + field.upper()
+                raw = os.environ.get(var)
+                shown = f" (got {raw!r})" if raw is not None and "secret" not in field else ""
+                problems.append(f"{var}: {err['msg']}{shown}")
+            raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from e

@@ -1,0 +1,37 @@
+"""Shared fixtures.
+
+Integration tests talk to real servers named by ``HERALD_TEST_REDIS_URL`` and
+``HERALD_TEST_DATABASE_URL`` (``.ci/run`` sets them; the defaults are the local
+services).  Tests isolate themselves with unique stream names, never FLUSHALL.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+REDIS_URL = os.environ.get("HERALD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+DATABASE_URL = os.environ.get(
+    "HERALD_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A name no other test uses: isolates streams on the shared Redis."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def real_redis() -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as e:  # pragma: no cover - a CI misconfiguration, not a test outcome
+        pytest.fail(f"integration Redis at {REDIS_URL} is not reachable: {e}")
+    yield client
+    await client.aclose()
