@@ -1,0 +1,153 @@
+"""Embedded Redis + PostgreSQL supervisor: lifecycle, persistence and crash cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+import redis
+
+from journal.embedded import EmbeddedServices
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+CHILD = """
+import json, sys, threading
+from pathlib import Path
+from journal.embedded import EmbeddedServices
+
+services = EmbeddedServices(Path(sys.argv[1]))
+services.start()
+ready = Path(sys.argv[2])
+tmp = ready.with_suffix(".tmp")
+tmp.write_text(json.dumps({"redis_url": services.redis_url, "database_url": services.database_url}))
+tmp.rename(ready)
+threading.Event().wait()
+"""
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def _servers_under(root: Path) -> list[psutil.Process]:
+    """Live redis-server/postgres processes whose command line mentions `root`."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline", "status"]):
+        info = proc.info
+        if (
+            info["name"] in ("redis-server", "postgres")
+            and info["status"] != psutil.STATUS_ZOMBIE
+            and str(root) in " ".join(info["cmdline"] or ())
+        ):
+            found.append(proc)
+    return found
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return bool(proc.status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _pg_url(services: EmbeddedServices) -> str:
+    return services.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "data"
+    yield root
+    # Never leak servers from a failed test.
+    leftovers = _servers_under(root)
+    for proc in leftovers:
+        proc.kill()
+    assert not leftovers, f"leaked processes: {leftovers}"
+
+
+def _write(services: EmbeddedServices, value: str) -> None:
+    with redis.Redis.from_url(services.redis_url) as client:
+        client.xadd("events", {"value": value})
+    with psycopg.connect(_pg_url(services), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS notes (value text)")
+        conn.execute("INSERT INTO notes VALUES (%s)", (value,))
+
+
+def _read(services: EmbeddedServices) -> tuple[list[str], list[str]]:
+    with redis.Redis.from_url(services.redis_url, decode_responses=True) as client:
+        stream = [fields["value"] for _, fields in client.xrange("events")]
+    with psycopg.connect(_pg_url(services)) as conn:
+        rows = [row[0] for row in conn.execute("SELECT value FROM notes ORDER BY value")]
+    return stream, rows
+
+
+def test_start_stop_persists_and_leaves_nothing_running(data_dir: Path) -> None:
+    services = EmbeddedServices(data_dir)
+    try:
+        began = time.monotonic()
+        services.start()
+        print(f"first start (initdb): {time.monotonic() - began:.2f}s")
+        services.start()  # idempotent
+        assert services.redis_url.startswith(("unix://", "redis://"))
+        assert services.database_url.startswith("postgresql+psycopg://postgres@/herald?host=")
+        _write(services, "one")
+    finally:
+        began = time.monotonic()
+        services.stop()
+        print(f"stop: {time.monotonic() - began:.2f}s")
+    services.stop()  # idempotent
+    assert _servers_under(data_dir) == []
+
+    with EmbeddedServices(data_dir) as again:
+        assert _read(again) == (["one"], ["one"])
+    assert _servers_under(data_dir) == []
+
+
+def test_sigkilled_owner_leaks_no_redis_and_next_start_recovers(data_dir: Path) -> None:
+    ready = data_dir.parent / "ready.json"
+    with (data_dir.parent / "child.log").open("wb") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(data_dir), str(ready)],
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for(lambda: ready.exists() or child.poll() is not None, 60, "child services")
+        assert child.poll() is None, (data_dir.parent / "child.log").read_text()
+        urls = json.loads(ready.read_text())
+        crashed = EmbeddedServices(data_dir, urls["redis_url"], urls["database_url"])
+        _write(crashed, "before-crash")
+        redis_servers = [
+            p for p in psutil.Process(child.pid).children() if p.name() == "redis-server"
+        ]
+        assert len(redis_servers) == 1
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+
+    _wait_for(lambda: _gone(redis_servers[0]), 15, "redis-server to follow its dead parent")
+    # Postgres is daemonised by pg_ctl, so it survives; the next start must cope with it.
+    assert [p.name() for p in _servers_under(data_dir)] == ["postgres"]
+
+    with EmbeddedServices(data_dir) as services:
+        assert _read(services) == (["before-crash"], ["before-crash"])
+        _write(services, "after-crash")
+    assert _servers_under(data_dir) == []
