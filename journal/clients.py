@@ -26,7 +26,10 @@ def journal_limits(settings: Settings) -> JournalLimits:
 def make_redis(settings: Settings, url: str | None = None) -> aioredis.Redis:
     """The command client: bounded pool, health checks and TCP keepalive, bytes replies."""
     url = url or settings.redis_url
-    keepalive = url.startswith(("redis://", "rediss://"))
+    tcp: dict[str, object] = {}
+    if url.startswith(("redis://", "rediss://")):
+        # Unix-socket connections refuse these keywords; TCP ones need them.
+        tcp = {"socket_keepalive": True, "socket_keepalive_options": _keepalive_options()}
     # A blocking pool makes a burst wait for a free connection instead of failing.
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
@@ -35,8 +38,7 @@ def make_redis(settings: Settings, url: str | None = None) -> aioredis.Redis:
         socket_timeout=settings.redis_socket_timeout_s,
         socket_connect_timeout=settings.redis_socket_timeout_s,
         health_check_interval=settings.redis_health_check_interval_s,
-        socket_keepalive=keepalive or None,
-        socket_keepalive_options=_keepalive_options() if keepalive else None,
+        **tcp,
     )
     return aioredis.Redis.from_pool(pool)  # the client owns and closes the pool
 

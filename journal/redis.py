@@ -156,7 +156,7 @@ class RedisJournal:
 
     async def read_after(self, target: Target, after: StreamId, *, limit: int) -> list[Entry]:
         try:
-            rows = await self.client.xrange(target.stream_key, f"({after}", "+", count=limit)
+            rows: Any = await self.client.xrange(target.stream_key, f"({after}", "+", count=limit)
         except _UNAVAILABLE as e:
             raise JournalUnavailable(f"Redis unavailable: {e}") from e
         return [_entry(i, f) for i, f in rows]
@@ -168,7 +168,7 @@ class RedisJournal:
         upper, scanned, page = "+", 0, 200
         try:
             while scanned < max_scan:
-                rows = await self.client.xrevrange(
+                rows: Any = await self.client.xrevrange(
                     target.stream_key, upper, "-", count=min(page, max_scan - scanned)
                 )
                 if not rows:

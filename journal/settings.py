@@ -32,34 +32,90 @@ class Settings(BaseSettings):
     )
 
     # Infrastructure.  Empty means "start the embedded server under data_dir".
-    redis_url: str = Field("", description="Redis URL (`redis://`, `rediss://`, `unix://`), or `memory://` for an in-process journal. Empty: embedded Redis.")
-    database_url: str = Field("", description="PostgreSQL URL (`postgresql+psycopg://…`). Empty: embedded PostgreSQL.")
-    data_dir: Path = Field(Path(".herald"), description="Folder for the embedded servers' data and the generated dev JWT secret.")
-    host: str = Field("127.0.0.1", description="Address `herald serve` listens on (`--host` overrides).")
-    port: int = Field(8000, ge=0, le=65535, description="Port `herald serve` listens on (`--port` overrides).")
+    redis_url: str = Field(
+        "",
+        description="Redis URL (`redis://`, `rediss://`, `unix://`), or `memory://` for an in-process journal. Empty: embedded Redis.",
+    )
+    database_url: str = Field(
+        "", description="PostgreSQL URL (`postgresql+psycopg://…`). Empty: embedded PostgreSQL."
+    )
+    data_dir: Path = Field(
+        Path(".herald"),
+        description="Folder for the embedded servers' data and the generated dev JWT secret.",
+    )
+    host: str = Field(
+        "127.0.0.1", description="Address `herald serve` listens on (`--host` overrides)."
+    )
+    port: int = Field(
+        8000, ge=0, le=65535, description="Port `herald serve` listens on (`--port` overrides)."
+    )
     public_url: str = Field("", description="URL printed for clients; default `http://HOST:PORT`.")
 
     # Envelope and journal.
-    max_envelope_bytes: int = Field(65536, ge=256, le=16 * 1024 * 1024, description="Largest serialised envelope accepted; larger publishes are rejected (HTTP 413).")
-    stream_maxlen: int = Field(10000, ge=1, description="Approximate number of entries each user/topic stream keeps (`XADD MAXLEN ~`).")
-    idempotency_window_s: int = Field(300, ge=1, description="How long an idempotency key returns the first publish's id instead of publishing again.")
-    default_source: str = Field("/herald", description="CloudEvents `source` used when a publisher gives none.")
+    max_envelope_bytes: int = Field(
+        65536,
+        ge=256,
+        le=16 * 1024 * 1024,
+        description="Largest serialised envelope accepted; larger publishes are rejected (HTTP 413).",
+    )
+    stream_maxlen: int = Field(
+        10000,
+        ge=1,
+        description="Approximate number of entries each user/topic stream keeps (`XADD MAXLEN ~`).",
+    )
+    idempotency_window_s: int = Field(
+        300,
+        ge=1,
+        description="How long an idempotency key returns the first publish's id instead of publishing again.",
+    )
+    default_source: str = Field(
+        "/herald", description="CloudEvents `source` used when a publisher gives none."
+    )
 
     # Auth.
-    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = Field("HS256", description="JWT algorithm: HS256 with `JWT_SECRET`, RS256/ES256 with `JWT_PUBLIC_KEY`.")
-    jwt_secret: SecretStr | None = Field(None, description="HS256 secret (at least 32 bytes). Empty with the embedded default: generated once into DATA_DIR/jwt_secret.")
-    jwt_public_key: str = Field("", description="PEM public key, or a path to a PEM file, for RS256/ES256.")
-    jwt_private_key: str = Field("", description="PEM private key or path, only needed by `herald token` with RS256/ES256.")
-    jwt_leeway_s: int = Field(5, ge=0, le=300, description="Clock skew tolerated when checking `exp`.")
-    auth_cookie: str = Field("herald_token", description="Name of the cookie a token may be sent in.")
-    ticket_ttl_s: int = Field(30, ge=1, le=600, description="Lifetime of a single-use SSE ticket from `POST /api/events/ticket`.")
+    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = Field(
+        "HS256",
+        description="JWT algorithm: HS256 with `JWT_SECRET`, RS256/ES256 with `JWT_PUBLIC_KEY`.",
+    )
+    jwt_secret: SecretStr | None = Field(
+        None,
+        description="HS256 secret (at least 32 bytes). Empty with the embedded default: generated once into DATA_DIR/jwt_secret.",
+    )
+    jwt_public_key: str = Field(
+        "", description="PEM public key, or a path to a PEM file, for RS256/ES256."
+    )
+    jwt_private_key: str = Field(
+        "", description="PEM private key or path, only needed by `herald token` with RS256/ES256."
+    )
+    jwt_leeway_s: int = Field(
+        5, ge=0, le=300, description="Clock skew tolerated when checking `exp`."
+    )
+    auth_cookie: str = Field(
+        "herald_token", description="Name of the cookie a token may be sent in."
+    )
+    ticket_ttl_s: int = Field(
+        30,
+        ge=1,
+        le=600,
+        description="Lifetime of a single-use SSE ticket from `POST /api/events/ticket`.",
+    )
 
     # Redis client.
-    redis_max_connections: int = Field(32, ge=1, description="Connection pool size of the command client.")
-    redis_socket_timeout_s: float = Field(5.0, gt=0, description="Socket timeout for Redis commands (blocking reads use their own client).")
-    redis_health_check_interval_s: int = Field(15, ge=0, description="Ping an idle pooled connection before use after this many seconds.")
+    redis_max_connections: int = Field(
+        32, ge=1, description="Connection pool size of the command client."
+    )
+    redis_socket_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Socket timeout for Redis commands (blocking reads use their own client).",
+    )
+    redis_health_check_interval_s: int = Field(
+        15, ge=0, description="Ping an idle pooled connection before use after this many seconds."
+    )
 
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
 
     @field_validator("jwt_secret")
     @classmethod

@@ -115,7 +115,9 @@ async def test_invalid_envelopes_raise_before_writing(journal: Journal, unique: 
 async def test_latest_walks_back_to_matching_type(journal: Journal, unique: str):
     t = Target.user(unique)
     want = await journal.publish(t, "mcp.oauth.completed", {"ok": True})
-    await journal.publish_many([PublishRequest(t, "source.ingest.progress", {}) for _ in range(450)])
+    await journal.publish_many(
+        [PublishRequest(t, "source.ingest.progress", {}) for _ in range(450)]
+    )
     found = await journal.latest(t, "mcp.oauth.")
     assert found is not None and found.id == want.id
     assert await journal.latest(t, "mcp.oauth.", max_scan=100) is None

@@ -1,0 +1,40 @@
+"""The Starlette application.  Clients are built once in the lifespan and passed down."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+
+from api.auth import Authenticator
+from api.errors import exception_handlers
+from api.routes import routes
+from api.state import AppState, build_state
+from journal.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    settings: Settings, *, auth: Authenticator | None = None, state: AppState | None = None
+) -> Starlette:
+    """Build the app.  Pass ``state`` to inject ready clients (tests); otherwise the
+    lifespan builds them from ``settings`` and closes them on shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owned = state is None
+        app.state.herald = state or build_state(settings, auth or Authenticator(settings))
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.herald.aclose()
+
+    app = Starlette(routes=routes, exception_handlers=exception_handlers, lifespan=lifespan)
+    if state is not None:
+        # Injected clients are usable at once, even by ASGI test transports that
+        # do not run the lifespan.
+        app.state.herald = state
+    return app

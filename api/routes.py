@@ -1,0 +1,95 @@
+"""HTTP routes of the publish half: publish, tickets, liveness."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.auth import require_role
+from api.errors import ApiError
+from api.schemas import PublishBody, parse_body, read_json
+from api.state import state_of
+from journal.base import JournalUnavailable
+from journal.envelope import EnvelopeTooLarge, InvalidEnvelope
+
+__all__ = ["routes"]
+
+VERSION = "0.1.0"
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+async def publish(request: Request) -> Response:
+    """Publish one envelope for curl and non-Python producers (roles admin or service)."""
+    state = state_of(request)
+    require_role(await state.principal(request), "admin", "service")
+    # The body wraps the envelope's data, so allow room for the wrapper around it.
+    raw = await read_json(request, limit=2 * state.settings.max_envelope_bytes + 4096)
+    body = parse_body(PublishBody, raw)
+    try:
+        result = await state.journal.publish(
+            body.target,
+            body.type,
+            body.data,
+            source=body.source,
+            idempotency_key=body.idempotency_key,
+        )
+    except EnvelopeTooLarge as e:
+        raise ApiError(413, e.code, str(e)) from e
+    except InvalidEnvelope as e:
+        raise ApiError(422, e.code, str(e)) from e
+    except JournalUnavailable as e:
+        raise ApiError(
+            503, e.code, "the journal is unavailable; retry with the same idempotency_key"
+        ) from e
+    return _json(
+        {
+            "id": str(result.id),
+            "stream": str(result.target),
+            "epoch": result.epoch,
+            "duplicate": result.duplicate,
+        },
+        status=200 if result.duplicate else 201,
+    )
+
+
+async def issue_ticket(request: Request) -> Response:
+    """A single-use ticket for ``EventSource(url + '?ticket=…')``, valid a few seconds."""
+    state = state_of(request)
+    principal = await state.principal(request)
+    ticket = await state.tickets.issue(principal.to_claims())
+    return _json({"ticket": ticket, "expires_in": state.tickets.ttl_s}, status=201)
+
+
+async def whoami(request: Request) -> Response:
+    """The caller as Herald sees it: handy to check a token, cookie or ticket."""
+    principal = await state_of(request).principal(request)
+    return _json(
+        {
+            "user": principal.user,
+            "roles": sorted(principal.roles),
+            "expires_at": principal.expires_at,
+        }
+    )
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: answers without touching Redis or PostgreSQL."""
+    state = state_of(request)
+    return _json(
+        {"status": "ok", "version": VERSION, "uptime_s": round(time.time() - state.started_at, 3)}
+    )
+
+
+routes = [
+    Route("/api/publish", publish, methods=["POST"]),
+    Route("/api/events/ticket", issue_ticket, methods=["POST"]),
+    Route("/api/whoami", whoami, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+]

@@ -1,0 +1,67 @@
+"""Request bodies, validated with pydantic; a failure becomes a 422 naming each field."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.requests import Request
+
+from api.errors import ApiError
+from journal.positions import NAME_RE, Target
+
+__all__ = ["PublishBody", "parse_body", "read_json"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class PublishBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    user: str | None = Field(None, pattern=NAME_RE.pattern)
+    topic: str | None = Field(None, pattern=NAME_RE.pattern)
+    type: str
+    data: dict[str, Any]
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+    source: str | None = Field(None, min_length=1, max_length=512)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PublishBody:
+        if (self.user is None) == (self.topic is None):
+            raise ValueError("give exactly one of 'user' or 'topic'")
+        return self
+
+    @property
+    def target(self) -> Target:
+        return Target.user(self.user) if self.user is not None else Target.topic(self.topic or "")
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request body as JSON, refusing bodies over ``limit`` bytes without buffering them."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as e:
+        raise ApiError(422, "invalid_json", f"the body is not valid JSON: {e}") from e
+
+
+def parse_body(model: type[M], raw: Any) -> M:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        problems = [
+            {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "problem": err["msg"]}
+            for err in e.errors(include_url=False, include_input=False)
+        ]
+        raise ApiError(
+            422, "invalid_body", "the request body is invalid", extra={"problems": problems}
+        ) from e
