@@ -7,7 +7,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from api.auth import AuthError, Authenticator, load_or_create_secret
+from api.auth import Authenticator, AuthError, load_or_create_secret
 from journal.settings import Settings
 
 SECRET = "s" * 40
