@@ -46,6 +46,10 @@ def _authenticator(settings: Settings) -> Authenticator:
     so ``herald token`` and ``herald serve`` on the same data folder agree."""
     secret = None
     if settings.jwt_algorithm == "HS256" and settings.jwt_secret is None:
+        if not settings.embedded:
+            # Processes on several machines must share one secret; a generated one
+            # would silently differ between them.
+            _fail("HERALD_JWT_SECRET is required when Redis and PostgreSQL URLs are set")
         secret = load_or_create_secret(settings.data_dir)
     try:
         return Authenticator(settings, secret=secret)
@@ -84,6 +88,22 @@ def _terminate_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _require_head(database_url: str) -> None:
+    """Refuse to serve a database whose schema is not the one this code expects."""
+    import migrations
+
+    try:
+        found, expected = migrations.current_revision(database_url), migrations.head_revision()
+    except Exception as e:
+        _fail(f"cannot read the database's schema revision: {e}", code=1)
+    if found != expected:
+        _fail(
+            f"database is at revision {found or 'none (never migrated)'}, expected {expected}; "
+            "run `herald migrate`",
+            code=1,
+        )
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -114,7 +134,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 json.dumps({"redis_url": settings.redis_url, "database_url": settings.database_url})
             )
             stack.callback(runtime_path.unlink, missing_ok=True)
-        migrations.upgrade(settings.database_url)
+        if settings.embedded:
+            migrations.upgrade(settings.database_url)
+        else:
+            _require_head(settings.database_url)
         public = settings.public_url or f"http://{host}:{port}"
         token = auth.issue("dev", ("admin",), DEV_TOKEN_TTL_S) if auth.can_issue else None
         print(f"herald: API        {public}")

@@ -10,9 +10,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
 
-__all__ = ["config", "head_revision", "upgrade"]
+__all__ = ["config", "current_revision", "head_revision", "upgrade"]
 
 _HERE = Path(__file__).resolve().parent
 
@@ -33,3 +35,13 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(config("postgresql+psycopg://")).get_current_head()
     assert head is not None, "migrations/versions has no revision"
     return head
+
+
+def current_revision(database_url: str) -> str | None:
+    """The revision the database is at (None: never migrated).  Synchronous."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
