@@ -115,8 +115,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     port = args.port if args.port is not None else settings.port
     auth = _authenticator(settings)
     runtime_path = settings.data_dir / _RUNTIME_FILE
+    embedded = settings.embedded  # the URLs are filled in below
     with _terminate_as_exit(), contextlib.ExitStack() as stack:
-        if settings.embedded:
+        if embedded:
             from journal.embedded import EmbeddedServices
 
             settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +135,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 json.dumps({"redis_url": settings.redis_url, "database_url": settings.database_url})
             )
             stack.callback(runtime_path.unlink, missing_ok=True)
-        if settings.embedded:
+        if embedded:
             migrations.upgrade(settings.database_url)
         else:
             _require_head(settings.database_url)

@@ -168,3 +168,41 @@ def test_bad_setting_exits_with_the_variable_named(folder: Path):
     r = subprocess.run([HERALD, "serve"], cwd=folder, env=env, capture_output=True, text=True)
     assert r.returncode == 2
     assert "HERALD_STREAM_MAXLEN" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_serve_refuses_a_database_behind_head_until_migrated(folder: Path, unique: str):
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import DATABASE_URL, REDIS_URL
+
+    admin_url = DATABASE_URL.replace("+psycopg", "")
+    fresh_url = make_url(DATABASE_URL).set(database=unique).render_as_string(hide_password=False)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{unique}"')
+    try:
+        env = {
+            **_env(),
+            "HERALD_REDIS_URL": REDIS_URL,
+            "HERALD_DATABASE_URL": fresh_url,
+            "HERALD_JWT_SECRET": "j" * 40,
+        }
+        refused = subprocess.run(
+            [HERALD, "serve", "--port", str(_free_port())],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode == 1
+        assert "revision none (never migrated), expected 0001" in refused.stderr
+        assert "herald migrate" in refused.stderr
+        migrated = subprocess.run(
+            [HERALD, "migrate"], cwd=folder, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert migrated.returncode == 0, migrated.stderr
+        assert "revision 0001 (head)" in migrated.stdout
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{unique}" WITH (FORCE)')
