@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from journal.base import Journal, JournalLimits
 from journal.memory import MemoryJournal
@@ -38,6 +40,9 @@ def make_redis(settings: Settings, url: str | None = None) -> aioredis.Redis:
         socket_timeout=settings.redis_socket_timeout_s,
         socket_connect_timeout=settings.redis_socket_timeout_s,
         health_check_interval=settings.redis_health_check_interval_s,
+        # Ride out a failover blip, but answer "unavailable" within a second rather
+        # than after redis-py's default multi-second backoff.
+        retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), retries=2),
         **tcp,
     )
     return aioredis.Redis.from_pool(pool)  # the client owns and closes the pool
