@@ -61,8 +61,10 @@ def format_time(t: datetime) -> str:
     """RFC 3339 UTC with millisecond precision and a ``Z``; naive datetimes are refused."""
     if t.tzinfo is None or t.utcoffset() is None:
         raise ValueError("naive datetime: Herald only handles timezone-aware UTC")
-    t = t.astimezone(UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    if t.tzinfo is not UTC:
+        t = t.astimezone(UTC)
+    # isoformat is twice as fast as strftime; in UTC it always ends with "+00:00".
+    return t.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +90,12 @@ def prepare(
     subject: str | None,
     max_bytes: int,
     time: datetime | None = None,
+    time_text: str | None = None,
     id_room: int = 41,
 ) -> Prepared:
     """Validate and serialise an envelope, leaving room for an id of ``id_room`` bytes.
 
+    ``time_text`` is an already formatted ``time`` (a batch formats it once).
     Raises ``InvalidEnvelope`` (type pattern, data not an object, data not JSON-able)
     or ``EnvelopeTooLarge`` (the size check counts the longest id the stream can give).
     """
@@ -108,7 +112,7 @@ def prepare(
     body: dict[str, Any] = {
         "source": source,
         "type": type_,
-        "time": format_time(time or datetime.now(UTC)),
+        "time": time_text or format_time(time or datetime.now(UTC)),
     }
     if subject is not None:
         body["subject"] = subject

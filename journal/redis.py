@@ -38,6 +38,12 @@ def _sid(raw: bytes | str) -> StreamId | None:
     return StreamId.parse(text) if text else None
 
 
+def _trusted_sid(raw: bytes) -> StreamId:
+    # For ids our own script just produced: no regex, they are well-formed.
+    ms, _, seq = raw.partition(b"-")
+    return StreamId(int(ms), int(seq))
+
+
 def _entry(raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     return Entry(
         id=StreamId.parse(raw_id.decode()),
@@ -68,27 +74,31 @@ class RedisJournal:
             len(items),
         ]
         for prepared, idem in items:
-            index = 0
-            if idem is not None:
+            # bytes pass through redis-py's encoder untouched; str and int are converted.
+            if idem is None:
+                argv += (prepared.type.encode(), prepared.tail, b"0")
+            else:
                 keys.append(target.idempotency_key(idem))
-                index = len(keys)
-            argv += (prepared.type, prepared.tail, index)
+                argv += (prepared.type.encode(), prepared.tail, len(keys))
         return keys, argv
 
     @staticmethod
     def _results(target: Target, reply: list[Any]) -> list[PublishResult]:
         epoch = reply[-1].decode()
         out = []
+        # An entry's previous id is usually the id just parsed: parse each id once.
+        last_raw, last_id = b"", None
         for i in range(0, len(reply) - 1, 3):
-            out.append(
-                PublishResult(
-                    id=StreamId.parse(reply[i].decode()),
-                    target=target,
-                    previous=_sid(reply[i + 1]),
-                    duplicate=reply[i + 2] == 1,
-                    epoch=epoch,
-                )
-            )
+            raw, prev_raw = reply[i], reply[i + 1]
+            if not prev_raw:
+                previous = None
+            elif prev_raw == last_raw:
+                previous = last_id
+            else:
+                previous = _trusted_sid(prev_raw)
+            sid = _trusted_sid(raw)
+            out.append(PublishResult(sid, target, previous, reply[i + 2] == 1, epoch))
+            last_raw, last_id = raw, sid
         return out
 
     async def publish(
