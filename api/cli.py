@@ -109,6 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     import migrations
     from api.app import create_app
+    from api.logs import RedactCredentials
 
     settings = _settings()
     host = args.host or settings.host
@@ -155,6 +156,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
             proxy_headers=False,
             timeout_graceful_shutdown=5,
         )
+        # uvicorn.Config has configured its loggers by now; the access log would
+        # otherwise record ?token= and ?ticket= values.
+        for name in ("uvicorn.access", "uvicorn.error"):
+            logging.getLogger(name).addFilter(RedactCredentials())
         uvicorn.Server(config).run()
 
 
@@ -218,6 +223,16 @@ def cmd_publish(args: argparse.Namespace) -> None:
         _fail(f"{getattr(e, 'code', 'error')}: {e}", code=1)
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 second")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="herald", description="Durable, replayable, live events.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -233,7 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("token", help="print a JWT for a user (for curl and tests)")
     t.add_argument("--user", required=True)
     t.add_argument("--role", action="append", default=[], help="repeatable: admin, service, …")
-    t.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    t.add_argument("--ttl", type=_positive, default=3600, help="lifetime in seconds (default 3600)")
     t.set_defaults(func=cmd_token)
 
     pub = sub.add_parser("publish", help="publish one event from the command line")
