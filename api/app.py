@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from api.auth import Authenticator
 from api.errors import exception_handlers
 from api.routes import routes
-from api.state import AppState, build_state
+from api.state import AppState, open_state
 from journal.settings import Settings
 
 __all__ = ["create_app"]
@@ -24,13 +24,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        owned = state is None
-        app.state.herald = state or build_state(settings, auth or Authenticator(settings))
-        try:
+        if state is not None:
             yield
-        finally:
-            if owned:
-                await app.state.herald.aclose()
+            return
+        async with open_state(settings, auth or Authenticator(settings)) as built:
+            app.state.herald = built
+            yield
 
     app = Starlette(routes=routes, exception_handlers=exception_handlers, lifespan=lifespan)
     if state is not None:

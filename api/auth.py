@@ -20,9 +20,17 @@ from api.tickets import TicketStore
 from journal.positions import NAME_RE
 from journal.settings import Settings
 
-__all__ = ["AuthError", "Authenticator", "Principal", "load_or_create_secret", "require_role"]
+__all__ = [
+    "STREAM_SESSION_COOKIE",
+    "AuthError",
+    "Authenticator",
+    "Principal",
+    "load_or_create_secret",
+    "require_role",
+]
 
 _SECRET_FILE = "jwt_secret"
+STREAM_SESSION_COOKIE = "herald_sse"
 
 
 class AuthError(Exception):
@@ -143,25 +151,32 @@ class Authenticator:
         return Principal.from_claims(claims)
 
     async def authenticate(self, conn: HTTPConnection, tickets: TicketStore) -> Principal:
-        """Find the caller: ``?ticket=`` (single use), then Bearer, cookie, ``?token=``."""
+        return (await self.identify(conn, tickets))[0]
+
+    async def identify(self, conn: HTTPConnection, tickets: TicketStore) -> tuple[Principal, str]:
+        """Find the caller and say how: ``ticket`` (single use, or the stream-session
+        cookie it left when spent), then ``bearer``, ``cookie``, ``query``."""
         ticket = conn.query_params.get("ticket")
         if ticket is not None:
-            claims = await tickets.redeem(ticket)
+            via, claims = "ticket", await tickets.redeem(ticket)
+            if claims is None and (session_id := conn.cookies.get(STREAM_SESSION_COOKIE)):
+                via, claims = "session", await tickets.session(session_id)
             if claims is None:
                 raise AuthError(401, "bad_ticket", "the ticket is unknown, expired or used")
             principal = Principal.from_claims(claims)
             if principal.expires_at <= time.time():
                 raise AuthError(401, "token_expired", "the ticket's token has expired")
-            return principal
+            return principal, via
         header = conn.headers.get("authorization")
         if header is not None:
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise AuthError(401, "bad_header", "Authorization must be 'Bearer <token>'")
-            return self.verify(token.strip())
-        found = conn.cookies.get(self.cookie) or conn.query_params.get("token")
-        if found:
-            return self.verify(found)
+            return self.verify(token.strip()), "bearer"
+        if found := conn.cookies.get(self.cookie):
+            return self.verify(found), "cookie"
+        if found := conn.query_params.get("token"):
+            return self.verify(found), "query"
         raise AuthError(
             401,
             "missing_token",

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from api.auth import require_role
 from api.errors import ApiError
+from api.events import history, stream_events
 from api.schemas import PublishBody, parse_body, read_json
 from api.state import state_of
 from journal.base import JournalUnavailable
@@ -19,6 +21,7 @@ from journal.envelope import EnvelopeTooLarge, InvalidEnvelope
 __all__ = ["routes"]
 
 VERSION = "0.1.0"
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def _json(body: object, status: int = 200) -> Response:
@@ -87,7 +90,15 @@ async def healthz(request: Request) -> Response:
     )
 
 
+async def index(request: Request) -> Response:
+    """The live page: static HTML + vanilla JS, no build step."""
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+
 routes = [
+    Route("/", index, methods=["GET"]),
+    Route("/api/events", stream_events, methods=["GET"]),
+    Route("/api/events/history", history, methods=["GET"]),
     Route("/api/publish", publish, methods=["POST"]),
     Route("/api/events/ticket", issue_ticket, methods=["POST"]),
     Route("/api/whoami", whoami, methods=["GET"]),

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from starlette.requests import HTTPConnection
 
 from api.auth import Authenticator, Principal
 from api.tickets import MemoryTicketStore, RedisTicketStore, TicketStore
 from journal.base import Journal
 from journal.clients import make_journal, make_redis
+from journal.memory import MemoryJournal
 from journal.settings import Settings
+from streams.budget import BudgetLimits, Budgets, LeaseKeeper, MemoryBudgets
+from streams.budget_redis import RedisBudgets
+from streams.hub import Hub
+from streams.hub_memory import MemoryHub
+from streams.hub_redis import RedisHub
 
-__all__ = ["AppState", "build_state", "state_of"]
+__all__ = ["AppState", "open_state", "state_of"]
 
 
 @dataclass(slots=True)
@@ -23,32 +33,87 @@ class AppState:
     auth: Authenticator
     journal: Journal
     tickets: TicketStore
+    hub: Hub
+    budgets: Budgets
+    leases: LeaseKeeper
     redis: aioredis.Redis | None = None
     started_at: float = field(default_factory=time.time)
 
     async def principal(self, conn: HTTPConnection) -> Principal:
         return await self.auth.authenticate(conn, self.tickets)
 
-    async def aclose(self) -> None:
-        await self.journal.aclose()
-        if self.redis is not None:
-            await self.redis.aclose()
+
+def budget_limits(settings: Settings) -> BudgetLimits:
+    return BudgetLimits(
+        max_connections=settings.max_connections_per_user,
+        lease_s=settings.connection_lease_s,
+        replay_budget=settings.replay_budget,
+        replay_window_s=settings.replay_window_s,
+    )
 
 
-def build_state(settings: Settings, auth: Authenticator) -> AppState:
-    """Clients for the configured URLs; ``memory://`` keeps everything in-process."""
-    if settings.redis_url.startswith("memory://"):
-        return AppState(
-            settings, auth, make_journal(settings, None), MemoryTicketStore(settings.ticket_ttl_s)
-        )
-    client = make_redis(settings)
+def memory_state(settings: Settings, auth: Authenticator) -> AppState:
+    """Everything in-process (``memory://``, tests): no Redis at all."""
+    journal = make_journal(settings, None)
+    assert isinstance(journal, MemoryJournal)
+    budgets = MemoryBudgets(budget_limits(settings))
     return AppState(
+        settings,
+        auth,
+        journal,
+        MemoryTicketStore(settings.ticket_ttl_s),
+        MemoryHub(journal),
+        budgets,
+        LeaseKeeper(budgets),
+    )
+
+
+def hub_client(settings: Settings) -> aioredis.Redis:
+    """The hub's own connection: it blocks on reads (no socket timeout) and handles
+    reconnects itself (no redis-py retries), pinging to detect a dead peer."""
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=None,
+        socket_connect_timeout=settings.redis_socket_timeout_s,
+        health_check_interval=0,
+        retry=Retry(NoBackoff(), 0),
+        max_connections=2,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_state(settings: Settings, auth: Authenticator) -> AsyncIterator[AppState]:
+    """Build the clients for the configured URLs, start the background parts, and
+    close everything on exit, in reverse order."""
+    if settings.redis_url.startswith("memory://"):
+        state = memory_state(settings, auth)
+        state.leases.start()
+        try:
+            yield state
+        finally:
+            await state.leases.aclose()
+        return
+    client = make_redis(settings)
+    hub = RedisHub(hub_client(settings), ping_interval_s=min(5.0, settings.keepalive_s))
+    budgets = RedisBudgets(client, budget_limits(settings))
+    state = AppState(
         settings,
         auth,
         make_journal(settings, client),
         RedisTicketStore(client, settings.ticket_ttl_s),
+        hub,
+        budgets,
+        LeaseKeeper(budgets),
         redis=client,
     )
+    try:
+        await hub.start()
+        state.leases.start()
+        yield state
+    finally:
+        await state.leases.aclose()
+        await hub.aclose()
+        await client.aclose()
 
 
 def state_of(conn: HTTPConnection) -> AppState:

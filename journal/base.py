@@ -35,6 +35,7 @@ __all__ = [
     "JournalError",
     "JournalLimits",
     "JournalUnavailable",
+    "Page",
     "PublishOutcome",
     "PublishRequest",
     "PublishResult",
@@ -94,6 +95,14 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class Page:
+    """Entries read in one call, with the stream's epoch at that moment (None: no stream)."""
+
+    epoch: str | None
+    entries: list[Entry]
+
+
+@dataclass(frozen=True, slots=True)
 class StreamInfo:
     epoch: str | None  # None: the stream has never been written
     last: StreamId | None
@@ -143,8 +152,9 @@ class Journal(Protocol):
         """
         ...
 
-    async def read_after(self, target: Target, after: StreamId, *, limit: int) -> list[Entry]:
-        """Up to ``limit`` entries with id > ``after``, oldest first (one page)."""
+    async def read_after(self, target: Target, after: StreamId, *, limit: int) -> Page:
+        """Up to ``limit`` entries with id > ``after``, oldest first, and the epoch they
+        belong to — read together, so a reader can tell a lost stream from a new one."""
         ...
 
     async def latest(

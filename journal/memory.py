@@ -15,6 +15,7 @@ from typing import Any
 from journal.base import (
     Entry,
     JournalLimits,
+    Page,
     PublishRequest,
     PublishResult,
     StreamInfo,
@@ -92,12 +93,12 @@ class MemoryJournal:
             listener(req.target, stream.epoch, previous, entry.envelope)
         return PublishResult(id_, req.target, previous, False, stream.epoch)
 
-    async def read_after(self, target: Target, after: StreamId, *, limit: int) -> list[Entry]:
+    async def read_after(self, target: Target, after: StreamId, *, limit: int) -> Page:
         stream = self._streams.get(target)
         if stream is None:
-            return []
+            return Page(None, [])
         start = bisect.bisect_right(stream.entries, after, key=lambda e: e.id)
-        return stream.entries[start : start + limit]
+        return Page(stream.epoch, stream.entries[start : start + limit])
 
     async def latest(
         self, target: Target, type_prefix: str, *, max_scan: int = 10000

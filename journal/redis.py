@@ -16,6 +16,7 @@ from journal.base import (
     Entry,
     JournalLimits,
     JournalUnavailable,
+    Page,
     PublishRequest,
     PublishResult,
     StreamInfo,
@@ -164,12 +165,15 @@ class RedisJournal:
                     await self.client.script_load(self._script.script)
         raise AssertionError("unreachable")
 
-    async def read_after(self, target: Target, after: StreamId, *, limit: int) -> list[Entry]:
+    async def read_after(self, target: Target, after: StreamId, *, limit: int) -> Page:
         try:
-            rows: Any = await self.client.xrange(target.stream_key, f"({after}", "+", count=limit)
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hget(target.meta_key, "epoch")
+                pipe.xrange(target.stream_key, f"({after}", "+", count=limit)
+                epoch, rows = await pipe.execute()
         except _UNAVAILABLE as e:
             raise JournalUnavailable(f"Redis unavailable: {e}") from e
-        return [_entry(i, f) for i, f in rows]
+        return Page(epoch.decode() if epoch else None, [_entry(i, f) for i, f in rows])
 
     async def latest(
         self, target: Target, type_prefix: str, *, max_scan: int = 10000

@@ -113,6 +113,54 @@ class Settings(BaseSettings):
         15, ge=0, description="Ping an idle pooled connection before use after this many seconds."
     )
 
+    # Live delivery (SSE).
+    topics: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='JSON map of readable topics to the roles that may read them, e.g. `{"printers": ["*"], "maintenance": ["ops"]}`; `*` is any signed-in user. Admins read every topic.',
+    )
+    client_queue: int = Field(
+        1000,
+        ge=10,
+        description="Live messages buffered per SSE connection; a connection whose buffer fills is ended and resumes from its cursor.",
+    )
+    keepalive_s: float = Field(
+        15.0, gt=0, description="Seconds between keepalive comments on an idle SSE stream."
+    )
+    retry_ms: int = Field(
+        3000,
+        ge=0,
+        description="`retry:` sent at connect: how long EventSource waits before reconnecting.",
+    )
+    replay_page: int = Field(
+        1000, ge=10, le=10000, description="Journal entries read per page while replaying."
+    )
+    max_replay_events: int = Field(
+        100000,
+        ge=1,
+        description="Most events one connection replays; beyond that it gets a `herald.gap` (reason `backlog_limit`) and continues from the newest.",
+    )
+    max_connections_per_user: int = Field(
+        8,
+        ge=1,
+        description="Concurrent SSE connections per user across all processes (HTTP 429 beyond).",
+    )
+    connection_lease_s: int = Field(
+        30,
+        ge=3,
+        description="A connection's slot is a lease renewed while it is open, so a killed process frees its slots within this time.",
+    )
+    replay_budget: int = Field(
+        30,
+        ge=1,
+        description="Replays (connects or history reads that return past events) a user may make per window (HTTP 429 with Retry-After beyond).",
+    )
+    replay_window_s: int = Field(60, ge=1, description="The replay budget's sliding window.")
+    shutdown_grace_s: float = Field(
+        3.0,
+        ge=0,
+        description="On SIGTERM, open streams end within this time so clients reconnect elsewhere.",
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )

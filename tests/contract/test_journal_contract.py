@@ -55,7 +55,9 @@ async def test_publish_assigns_increasing_ids_and_chains_previous(journal: Journ
 async def test_entries_are_valid_cloudevents_with_their_own_id(journal: Journal, unique: str):
     t = Target.topic(unique)
     r = await journal.publish(t, "printer.status", {"online": True}, source="/workers/probe")
-    (entry,) = await journal.read_after(t, ZERO_ID, limit=10)
+    page = await journal.read_after(t, ZERO_ID, limit=10)
+    (entry,) = page.entries
+    assert page.epoch == r.epoch
     env = orjson.loads(entry.envelope)
     assert env["specversion"] == "1.0"
     assert env["id"] == str(r.id) == str(entry.id)
@@ -71,7 +73,7 @@ async def test_read_after_pages_in_order(journal: Journal, unique: str):
     reqs = [PublishRequest(t, "demo.n", {"n": i}) for i in range(25)]
     results = await journal.publish_many(reqs)
     seen, cursor = [], ZERO_ID
-    while page := await journal.read_after(t, cursor, limit=10):
+    while page := (await journal.read_after(t, cursor, limit=10)).entries:
         seen += [orjson.loads(e.envelope)["data"]["n"] for e in page]
         cursor = page[-1].id
     assert seen == list(range(25))
@@ -150,3 +152,18 @@ async def test_concurrent_publishers_never_share_an_id(journal: Journal, unique:
 def test_stream_id_orders_numerically():
     assert StreamId.parse("10-0") > StreamId.parse("9-5")
     assert str(StreamId.parse("1732270000123-7")) == "1732270000123-7"
+
+
+async def test_read_after_of_an_unknown_stream_has_no_epoch(journal: Journal, unique: str):
+    page = await journal.read_after(Target.topic(unique), ZERO_ID, limit=10)
+    assert page.epoch is None and page.entries == []
+
+
+async def test_trimming_leaves_a_broken_previous_chain(unique: str):
+    """MAXLEN trimming is visible: the oldest kept entry points at an entry that is gone."""
+    journal = MemoryJournal(JournalLimits(stream_maxlen=10))
+    t = Target.user(unique)
+    results = await journal.publish_many([PublishRequest(t, "demo.n", {}) for _ in range(30)])
+    first = (await journal.read_after(t, ZERO_ID, limit=100)).entries[0]
+    assert first.previous is not None and first.previous < first.id
+    assert first.previous in {r.id for r in results}

@@ -75,7 +75,7 @@ async def test_subscriber_receives_envelope_with_previous_id(
     (e1, p1, env1), (e2, p2, env2) = frames
     assert e1 == e2 == first.epoch.encode()
     assert p1 == b"" and p2 == str(first.id).encode()
-    assert [env1, env2] == [s.envelope for s in stored]
+    assert [env1, env2] == [s.envelope for s in stored.entries]
     assert orjson.loads(env2)["id"] == str(second.id)
     await pubsub.aclose()
 

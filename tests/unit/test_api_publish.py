@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import fakeredis
 import httpx
@@ -11,7 +12,7 @@ import pytest
 
 from api.app import create_app
 from api.auth import Authenticator
-from api.state import AppState
+from api.state import memory_state
 from api.tickets import RedisTicketStore
 from journal.base import JournalLimits
 from journal.positions import Target
@@ -27,7 +28,9 @@ async def env() -> AsyncIterator[tuple[httpx.AsyncClient, Authenticator, RedisJo
     auth = Authenticator(settings)
     client = fakeredis.FakeAsyncRedis()
     journal = RedisJournal(client, JournalLimits(max_envelope_bytes=1024))
-    state = AppState(settings, auth, journal, RedisTicketStore(client, 30), redis=client)
+    state = replace(
+        memory_state(settings, auth), journal=journal, tickets=RedisTicketStore(client, 30)
+    )
     app = create_app(settings, state=state)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://herald"

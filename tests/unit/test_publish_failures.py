@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -14,7 +15,7 @@ from redis.backoff import NoBackoff
 
 from api.app import create_app
 from api.auth import Authenticator
-from api.state import AppState
+from api.state import memory_state
 from api.tickets import RedisTicketStore
 from journal.base import JournalLimits, JournalUnavailable, try_publish
 from journal.positions import Target
@@ -59,7 +60,11 @@ async def test_try_publish_never_raises_and_says_why(
 async def test_http_publish_is_503_when_redis_is_down(dead_redis: aioredis.Redis):
     settings = Settings(jwt_secret="z" * 40, redis_url="redis://dead")  # type: ignore[arg-type]
     auth = Authenticator(settings)
-    state = AppState(settings, auth, RedisJournal(dead_redis), RedisTicketStore(dead_redis, 30))
+    state = replace(
+        memory_state(settings, auth),
+        journal=RedisJournal(dead_redis),
+        tickets=RedisTicketStore(dead_redis, 30),
+    )
     app = create_app(settings, state=state)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://h"

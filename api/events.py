@@ -1,0 +1,211 @@
+"""``GET /api/events`` (SSE) and ``GET /api/events/history`` (JSON pages for curl).
+
+Everything that can refuse a request happens before the stream starts, because
+EventSource stops reconnecting on a non-200: authentication (401), topic access
+(403), the cursor (400), the connection cap and the replay budget (429).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.auth import STREAM_SESSION_COOKIE, AuthError, Principal
+from api.errors import ApiError
+from api.state import AppState, state_of
+from journal.base import JournalUnavailable
+from journal.positions import CursorError, Target
+from streams.budget import retry_after_header
+from streams.cursor import USER_KEY, Cursor, key_of
+from streams.hub_redis import HubUnavailable
+from streams.session import Overflowed, Session, SessionLimits
+
+__all__ = ["history", "stream_events"]
+
+MAX_HISTORY_LIMIT = 1000
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
+def readable_targets(state: AppState, principal: Principal, topics: list[str]) -> dict[str, Target]:
+    """The caller's own stream plus each requested topic it may read (403 otherwise)."""
+    targets = {USER_KEY: Target.user(principal.user)}
+    allowed = state.settings.topics
+    for name in topics:
+        try:
+            target = Target.topic(name)
+        except ValueError as e:
+            raise ApiError(400, "bad_topic", str(e)) from e
+        if not principal.has_any_role("admin"):
+            roles = allowed.get(name)
+            if roles is None:
+                raise AuthError(403, "unknown_topic", f"topic {name!r} is not readable here")
+            if "*" not in roles and not principal.has_any_role(*roles):
+                raise AuthError(
+                    403,
+                    "topic_forbidden",
+                    f"topic {name!r} needs one of the roles: {', '.join(roles)}",
+                )
+        targets[key_of(target)] = target
+    return targets
+
+
+def parse_cursor(text: str | None) -> Cursor | None:
+    if text is None or text == "":
+        return None
+    try:
+        return Cursor.parse(text)
+    except CursorError as e:
+        raise ApiError(400, "bad_cursor", str(e)) from e
+
+
+def session_limits(state: AppState, **overrides: int) -> SessionLimits:
+    s = state.settings
+    base = {"replay_page": s.replay_page, "max_replay_events": s.max_replay_events}
+    return SessionLimits(**{**base, **overrides})
+
+
+async def charge_if_replaying(
+    state: AppState, principal: Principal, session: Session, *, from_start: bool = False
+) -> None:
+    """A connect or read with past events to deliver costs one replay; one with
+    nothing to replay costs nothing."""
+    try:
+        backlog = await session.has_backlog(from_start=from_start)
+    except JournalUnavailable as e:
+        raise ApiError(503, e.code, "the journal is unavailable; retry shortly") from e
+    if not backlog:
+        return
+    wait_s = await state.budgets.charge_replay(principal.user)
+    if wait_s > 0:
+        raise ApiError(
+            429,
+            "replay_budget_exhausted",
+            f"more than {state.settings.replay_budget} replays in "
+            f"{state.settings.replay_window_s} s; retry after {wait_s:.1f} s",
+            headers={"Retry-After": retry_after_header(wait_s)},
+        )
+
+
+async def stream_events(request: Request) -> Response:
+    state = state_of(request)
+    settings = state.settings
+    principal, via = await state.auth.identify(request, state.tickets)
+    targets = readable_targets(state, principal, request.query_params.getlist("topic"))
+    cursor = parse_cursor(
+        request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    )
+    session = Session(state.journal, targets, cursor, session_limits(state))
+    conn_id = state.leases.new_id()
+    if await state.budgets.acquire(principal.user, [conn_id]) < 1:
+        raise ApiError(
+            429,
+            "too_many_connections",
+            f"user already has {settings.max_connections_per_user} open streams",
+            headers={"Retry-After": "5"},
+        )
+    # If the stream never starts, the slot is not tracked and its lease lapses.
+    try:
+        await charge_if_replaying(state, principal, session)
+    except BaseException:
+        await state.budgets.release(principal.user, conn_id)
+        raise
+    body = _frames(state, principal, session, conn_id)
+    response = EventSourceResponse(
+        body,
+        headers=SSE_HEADERS,
+        ping=settings.keepalive_s,
+        send_timeout=settings.keepalive_s * 2,
+    )
+    if via == "ticket":
+        ttl_s = int(principal.expires_at - time.time())
+        session_id = await state.tickets.open_session(principal.to_claims(), ttl_s)
+        response.set_cookie(
+            STREAM_SESSION_COOKIE,
+            session_id,
+            max_age=ttl_s,
+            path="/api/events",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+    return response
+
+
+async def _frames(
+    state: AppState, principal: Principal, session: Session, conn_id: str
+) -> AsyncIterator[bytes]:
+    settings = state.settings
+    state.leases.track(principal.user, conn_id)
+    channels = [t.channel for t in session.targets.values()]
+    loop = asyncio.get_running_loop()
+    # The stream ends when the token does; the client then reconnects and is
+    # asked for a fresh credential.
+    deadline = loop.time() + max(0.0, principal.expires_at - time.time())
+    try:
+        yield f"retry: {settings.retry_ms}\n\n".encode()
+        async with asyncio.timeout_at(deadline):
+            async with state.hub.subscribe(channels, settings.client_queue) as sub:
+                await session.open()
+                async for chunk in session.replay():
+                    yield chunk
+                async for chunk in session.live(sub):
+                    yield chunk
+    except (TimeoutError, Overflowed, HubUnavailable, JournalUnavailable):
+        # Each ends this response; the client resumes from its last id.
+        return
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(state.leases.untrack(principal.user, conn_id))
+
+
+def _collect(events: list[bytes], envelope: bytes) -> bytes:
+    events.append(envelope)
+    return b""
+
+
+async def history(request: Request) -> Response:
+    """Past events as JSON pages: ``{"events", "next_cursor", "gap", "gaps"}``."""
+    state = state_of(request)
+    principal = await state.principal(request)
+    targets = readable_targets(state, principal, request.query_params.getlist("topic"))
+    cursor = parse_cursor(request.query_params.get("after"))
+    raw_limit = request.query_params.get("limit", "100")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_HISTORY_LIMIT:
+        raise ApiError(400, "bad_limit", f"limit must be a whole number 1..{MAX_HISTORY_LIMIT}")
+    limit = int(raw_limit)
+    events: list[bytes] = []
+    session = Session(
+        state.journal,
+        targets,
+        cursor,
+        session_limits(state, replay_page=limit, max_replay_events=limit),
+        frame=lambda _cursor, envelope: _collect(events, envelope),
+        stop_at_limit=True,
+    )
+    await charge_if_replaying(state, principal, session, from_start=True)
+    try:
+        await session.open(from_start=True)
+        async for _ in session.replay():
+            pass
+    except JournalUnavailable as e:
+        raise ApiError(503, e.code, "the journal is unavailable; retry shortly") from e
+    gaps = session.gap_log
+    body = (
+        b'{"events":['
+        + b",".join(events)
+        + b'],"next_cursor":'
+        + orjson.dumps(session.cursor)
+        + b',"gap":'
+        + orjson.dumps(gaps[0] if gaps else None)
+        + b',"gaps":'
+        + orjson.dumps(gaps)
+        + b"}"
+    )
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})

@@ -1,0 +1,50 @@
+"""Budgets in Redis: Lua scripts keep check-and-update atomic across processes."""
+
+from __future__ import annotations
+
+import secrets
+from importlib import resources
+
+import redis.asyncio as aioredis
+
+from journal.positions import Target
+from streams.budget import BudgetLimits
+
+__all__ = ["RedisBudgets"]
+
+
+class RedisBudgets:
+    def __init__(self, client: aioredis.Redis, limits: BudgetLimits) -> None:
+        self.client = client
+        self.limits = limits
+        self._lease = client.register_script(
+            resources.files("streams").joinpath("lua/lease.lua").read_text()
+        )
+        self._replay = client.register_script(
+            resources.files("streams").joinpath("lua/replay_budget.lua").read_text()
+        )
+
+    @staticmethod
+    def _key(user: str, what: str) -> str:
+        return f"herald:{Target.user(user).tag}:{what}"
+
+    async def acquire(self, user: str, conn_ids: list[str]) -> int:
+        held = await self._lease(
+            keys=[self._key(user, "conns")],
+            args=[self.limits.lease_s * 1000, self.limits.max_connections, *conn_ids],
+        )
+        return int(held)
+
+    async def release(self, user: str, conn_id: str) -> None:
+        await self.client.zrem(self._key(user, "conns"), conn_id)
+
+    async def charge_replay(self, user: str) -> float:
+        wait_ms = await self._replay(
+            keys=[self._key(user, "replays")],
+            args=[
+                self.limits.replay_window_s * 1000,
+                self.limits.replay_budget,
+                secrets.token_hex(8),
+            ],
+        )
+        return int(wait_ms) / 1000

@@ -1,0 +1,167 @@
+"""The live hub: one pub/sub connection per process, shared by every SSE client.
+
+Subscriptions are reference-counted per channel: the first subscriber of a
+channel subscribes it upstream, the last one to leave unsubscribes it.  Each
+subscriber owns a small bounded queue of ``Live`` items:
+
+* ``LiveMessage`` — one published envelope;
+* ``RESYNC`` — the upstream connection was re-established: anything published
+  meanwhile was missed live, so re-read the journal after your positions;
+* ``OVERFLOW`` — your queue filled up (you are too slow); the queue was cleared to
+  free its memory and no more messages will come: end the response.
+
+Ordering rule: ``subscribe`` returns only after the upstream server confirmed the
+subscription, so a journal read started afterwards cannot miss a message that is
+published between the read and the first live message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from journal.envelope import HEAD
+from journal.positions import StreamId
+
+__all__ = [
+    "OVERFLOW",
+    "RESYNC",
+    "Hub",
+    "Live",
+    "LiveMessage",
+    "Registry",
+    "Signal",
+    "Subscription",
+    "parse_frame",
+]
+
+
+class Signal(enum.Enum):
+    RESYNC = "resync"
+    OVERFLOW = "overflow"
+
+
+RESYNC = Signal.RESYNC
+OVERFLOW = Signal.OVERFLOW
+
+
+@dataclass(frozen=True, slots=True)
+class LiveMessage:
+    channel: str
+    epoch: str
+    previous: StreamId | None
+    id: StreamId
+    envelope: bytes
+
+
+Live = LiveMessage | Signal
+
+
+def parse_frame(channel: str, frame: bytes) -> LiveMessage:
+    """Decode ``"<epoch> <previous id> <envelope>"`` as published by the journal.
+
+    The id is read from the envelope's fixed prefix, so no JSON is parsed.
+    """
+    epoch, previous, envelope = frame.split(b" ", 2)
+    end = envelope.index(b'"', len(HEAD))
+    ms, _, seq = envelope[len(HEAD) : end].partition(b"-")
+    prev = None
+    if previous:
+        pms, _, pseq = previous.partition(b"-")
+        prev = StreamId(int(pms), int(pseq))
+    return LiveMessage(channel, epoch.decode(), prev, StreamId(int(ms), int(seq)), envelope)
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    """One subscriber's view: its channels and its bounded queue."""
+
+    channels: tuple[str, ...]
+    maxsize: int
+    queue: asyncio.Queue[Live] = field(init=False)
+    overflowed: bool = False
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(self.maxsize)
+
+    def offer(self, item: Live) -> None:
+        """Called by the hub, never blocks.  A full queue turns into one OVERFLOW."""
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(OVERFLOW)
+
+    def resync(self) -> None:
+        # A resync makes everything queued so far redundant (the journal has it).
+        if self.overflowed:
+            return
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(RESYNC)
+
+
+class Hub(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def reconnects(self) -> int: ...
+
+    def subscribe(
+        self, channels: Sequence[str], maxsize: int
+    ) -> AbstractAsyncContextManager[Subscription]:
+        """Subscribe for the duration of the ``async with`` block (see module docs)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class Registry:
+    """Reference counts shared by the hub implementations: channel -> subscribers."""
+
+    def __init__(self) -> None:
+        self.by_channel: dict[str, set[Subscription]] = {}
+
+    def add(self, sub: Subscription) -> list[str]:
+        """Register; return the channels that had no subscriber before."""
+        new = []
+        for ch in sub.channels:
+            subs = self.by_channel.get(ch)
+            if subs is None:
+                subs = self.by_channel[ch] = set()
+                new.append(ch)
+            subs.add(sub)
+        return new
+
+    def remove(self, sub: Subscription) -> list[str]:
+        """Unregister; return the channels left with no subscriber."""
+        empty = []
+        for ch in sub.channels:
+            subs = self.by_channel.get(ch)
+            if subs is None:
+                continue
+            subs.discard(sub)
+            if not subs:
+                del self.by_channel[ch]
+                empty.append(ch)
+        return empty
+
+    def deliver(self, message: LiveMessage) -> None:
+        for sub in self.by_channel.get(message.channel, ()):
+            sub.offer(message)
+
+    def resync_all(self) -> None:
+        for sub in {sub for subs in self.by_channel.values() for sub in subs}:
+            sub.resync()
+
+    def __len__(self) -> int:
+        return len(self.by_channel)

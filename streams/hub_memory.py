@@ -1,0 +1,50 @@
+"""The hub for the in-process journal: the journal calls us synchronously on publish."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+from journal.envelope import HEAD
+from journal.memory import MemoryJournal
+from journal.positions import StreamId, Target
+from streams.hub import LiveMessage, Registry, Subscription
+
+__all__ = ["MemoryHub"]
+
+
+class MemoryHub:
+    def __init__(self, journal: MemoryJournal) -> None:
+        self._registry = Registry()
+        journal.listeners.append(self._on_publish)
+
+    @property
+    def connected(self) -> bool:
+        return True
+
+    @property
+    def reconnects(self) -> int:
+        return 0
+
+    def _on_publish(
+        self, target: Target, epoch: str, previous: StreamId | None, envelope: bytes
+    ) -> None:
+        end = envelope.index(b'"', len(HEAD))
+        id_ = StreamId.parse(envelope[len(HEAD) : end].decode())
+        self._registry.deliver(LiveMessage(target.channel, epoch, previous, id_, envelope))
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channels: Sequence[str], maxsize: int) -> AsyncIterator[Subscription]:
+        sub = Subscription(tuple(channels), maxsize)
+        self._registry.add(sub)
+        try:
+            yield sub
+        finally:
+            self._registry.remove(sub)
+
+    def resync_all(self) -> None:
+        """Act as if the upstream connection had dropped and come back (for tests)."""
+        self._registry.resync_all()
+
+    async def aclose(self) -> None:
+        return None

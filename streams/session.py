@@ -1,0 +1,254 @@
+"""One SSE connection's delivery: resume from a cursor, then live, with no silent gap.
+
+The order of operations is the whole point (DESIGN §4.2):
+
+1. subscribe to every stream's live channel (the hub returns once Redis confirmed);
+2. fix a starting position per stream: the cursor's, or the stream's newest entry;
+3. replay each stream from the journal after its position, page by page;
+4. stream live messages; each is classified against the position (see
+   ``streams.recovery``): the next one is delivered, a duplicate dropped, and a hole
+   (or an epoch change, or a RESYNC from the hub) refills from the journal.
+
+Everything the session sends is an SSE frame carrying the composite cursor as its
+``id:``, so the client can resume from any frame, control frames included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+
+from journal.base import Entry, Journal
+from journal.envelope import format_time
+from journal.positions import ZERO_ID, StreamId, Target
+from streams.cursor import Cursor, Position
+from streams.hub import Signal, Subscription
+from streams.recovery import Gap, GapReason, Step, classify, position_after_gap
+
+__all__ = ["Overflowed", "Session", "SessionLimits", "gap_envelope", "sse_frame"]
+
+# Live items handled per wake-up, so a burst becomes one write to the socket.
+_LIVE_BATCH = 256
+
+
+class Overflowed(Exception):
+    """The client fell so far behind that its live queue overflowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    replay_page: int = 1000
+    max_replay_events: int = 100000
+
+
+def sse_frame(cursor: str, envelope: bytes) -> bytes:
+    return b"id: " + cursor.encode() + b"\ndata: " + envelope + b"\n\n"
+
+
+def gap_envelope(cursor: str, gap: Gap, extra: Mapping[str, object] | None = None) -> bytes:
+    """A ``herald.gap`` control envelope; plain ``message`` type so ``onmessage`` sees it."""
+    data = gap.to_data()
+    if extra:
+        data.update(extra)
+    return orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": cursor,
+            "source": "/herald",
+            "type": "herald.gap",
+            "time": format_time(datetime.now(UTC)),
+            "subject": gap.stream,
+            "datacontenttype": "application/json",
+            "data": data,
+        }
+    )
+
+
+class Session:
+    """Positions per stream key, and the frames that move them forward."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        targets: Mapping[str, Target],
+        start: Cursor | None,
+        limits: SessionLimits,
+        *,
+        frame: Callable[[str, bytes], bytes] | None = None,
+        stop_at_limit: bool = False,
+    ) -> None:
+        """``frame(cursor, envelope)`` renders one delivery (default: an SSE frame).
+        ``stop_at_limit`` makes ``max_replay_events`` a page size (history) instead of
+        a cap announced with a ``backlog_limit`` gap (SSE)."""
+        self.journal = journal
+        self.targets = dict(targets)
+        self.by_channel = {t.channel: key for key, t in self.targets.items()}
+        self.limits = limits
+        self._render = frame or sse_frame
+        self._stop_at_limit = stop_at_limit
+        self._start = start
+        self._pos: dict[str, Position] = {}
+        self._parts: dict[str, str] = {}
+        self.delivered = 0
+        self.gap_log: list[dict[str, object]] = []
+
+    # -- positions and frames -------------------------------------------------
+
+    def _set(self, key: str, pos: Position) -> None:
+        self._pos[key] = pos
+        self._parts[key] = f"{key}~{pos.epoch or ''}~{pos.id}"
+
+    @property
+    def cursor(self) -> str:
+        return ",".join(self._parts.values())
+
+    def position(self, key: str) -> Position:
+        return self._pos[key]
+
+    def _frame(self, envelope: bytes) -> bytes:
+        return self._render(self.cursor, envelope)
+
+    def _gap(self, key: str, gap: Gap, resume: Position, **extra: object) -> bytes:
+        self._set(key, resume)
+        self.gap_log.append({**gap.to_data(), **extra})
+        return self._frame(gap_envelope(self.cursor, gap, extra))
+
+    def _deliver(self, key: str, epoch: str, entry_id: StreamId, envelope: bytes) -> bytes:
+        self._set(key, Position(epoch, entry_id))
+        self.delivered += 1
+        return self._frame(envelope)
+
+    # -- phases ---------------------------------------------------------------
+
+    async def has_backlog(self, *, from_start: bool = False) -> bool:
+        """Whether a stream has something after its starting position (or lost its
+        history), i.e. whether this session will replay — so a replay budget is
+        charged only then.  ``from_start`` as for ``open``."""
+        for key, target in self.targets.items():
+            given = self._start.get(key) if self._start is not None else None
+            if given is None:
+                if not from_start:
+                    continue
+                given = Position(None, ZERO_ID)
+            page = await self.journal.read_after(target, given.id, limit=1)
+            if page.entries or (given.epoch is not None and page.epoch != given.epoch):
+                return True
+        return False
+
+    async def open(self, *, from_start: bool = False) -> None:
+        """Fix starting positions; call after subscribing.  A stream missing from the
+        cursor starts at its newest entry (live only), or at the beginning with
+        ``from_start`` (history)."""
+        for key, target in self.targets.items():
+            given = self._start.get(key) if self._start is not None else None
+            if given is not None:
+                self._set(key, given)
+            elif from_start:
+                self._set(key, Position(None, ZERO_ID))
+            else:
+                info = await self.journal.info(target)
+                self._set(key, Position(info.epoch, info.last or ZERO_ID))
+
+    async def replay(self) -> AsyncIterator[bytes]:
+        """Everything after the starting positions, stream by stream, in pages."""
+        budget = self.limits.max_replay_events
+        for key in self.targets:
+            if budget <= 0 and self._stop_at_limit:
+                return
+            async for chunk, used in self._read_journal(key, budget):
+                budget -= used
+                if chunk:
+                    yield chunk
+
+    async def live(self, sub: Subscription) -> AsyncIterator[bytes]:
+        """Live frames until the queue overflows (raises ``Overflowed``)."""
+        queue = sub.queue
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < _LIVE_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
+            out: list[bytes] = []
+            for item in batch:
+                if isinstance(item, Signal):
+                    if item is Signal.OVERFLOW:
+                        if out:
+                            yield b"".join(out)
+                        raise Overflowed("live queue overflowed")
+                    for key in self.targets:  # RESYNC: the hub may have missed messages
+                        out += [c async for c, _ in self._read_journal(key, None)]
+                    continue
+                key = self.by_channel[item.channel]
+                step = classify(self._pos[key], item.epoch, item.id, item.previous)
+                if step is Step.NEXT:
+                    out.append(self._deliver(key, item.epoch, item.id, item.envelope))
+                elif step is not Step.DUPLICATE:
+                    # A hole or a new epoch: the journal has the truth.
+                    out += [c async for c, _ in self._read_journal(key, None)]
+            if out:
+                yield b"".join(out)
+
+    async def _read_journal(self, key: str, budget: int | None) -> AsyncIterator[tuple[bytes, int]]:
+        """Pages of one stream after its position: (frames, events delivered) per page.
+
+        ``budget`` caps how many events are replayed before a ``backlog_limit`` gap
+        skips to the newest entry (None: no cap, for refills of live holes).
+        """
+        target = self.targets[key]
+        name = str(target)
+        limit = self.limits.replay_page
+        while True:
+            last = self._pos[key]
+            page = await self.journal.read_after(target, last.id, limit=limit)
+            out: list[bytes] = []
+            if page.epoch is None:
+                if last.epoch is not None and not last.id.is_zero:
+                    gap = Gap(name, last.id, None, GapReason.LOST)
+                    out.append(self._gap(key, gap, Position(None, ZERO_ID)))
+                yield b"".join(out), 0
+                return
+            if last.epoch is None:
+                self._set(key, Position(page.epoch, last.id))  # first sight of the epoch
+            elif page.epoch != last.epoch:
+                fresh = await self.journal.read_after(target, ZERO_ID, limit=1)
+                first = fresh.entries[0].id if fresh.entries else None
+                gap = Gap(name, last.id, first, GapReason.LOST)
+                out.append(self._gap(key, gap, Position(page.epoch, ZERO_ID)))
+                yield b"".join(out), 0
+                continue
+            used = 0
+            for entry in page.entries:
+                if budget is not None and used >= budget:
+                    if not self._stop_at_limit:
+                        out.append(await self._skip_backlog(key, target, entry))
+                    yield b"".join(out), used
+                    return
+                before = self.delivered
+                out.append(self._journal_entry(key, page.epoch, entry))
+                used += self.delivered - before
+            if budget is not None:
+                budget -= used
+            yield b"".join(out), used
+            if len(page.entries) < limit:
+                return
+
+    def _journal_entry(self, key: str, epoch: str, entry: Entry) -> bytes:
+        step = classify(self._pos[key], epoch, entry.id, entry.previous)
+        if step is Step.DUPLICATE:
+            return b""
+        frame = b""
+        if step is Step.BEHIND:
+            # The journal itself no longer has what came between: trimmed.
+            last = self._pos[key]
+            gap = Gap(str(self.targets[key]), last.id, entry.id, GapReason.TRIMMED)
+            frame = self._gap(key, gap, position_after_gap(epoch, entry.previous))
+        return frame + self._deliver(key, epoch, entry.id, entry.envelope)
+
+    async def _skip_backlog(self, key: str, target: Target, next_entry: Entry) -> bytes:
+        info = await self.journal.info(target)
+        last = self._pos[key]
+        newest = info.last or last.id
+        gap = Gap(str(target), last.id, next_entry.id, GapReason.BACKLOG_LIMIT)
+        return self._gap(key, gap, Position(last.epoch, newest), skipped_to=str(newest))
