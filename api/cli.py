@@ -88,6 +88,25 @@ def _terminate_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _ready_server_class() -> type:
+    import uvicorn
+
+    class ReadyServer(uvicorn.Server):
+        """Says "ready" once the socket listens, whatever the log level: the line
+        scripts and tests wait for."""
+
+        def __init__(self, config: uvicorn.Config, public: str) -> None:
+            super().__init__(config)
+            self.public = public
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                print(f"herald: ready on {self.public}", flush=True)
+
+    return ReadyServer
+
+
 def _require_head(database_url: str) -> None:
     """Refuse to serve a database whose schema is not the one this code expects."""
     import migrations
@@ -160,7 +179,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         # otherwise record ?token= and ?ticket= values.
         for name in ("uvicorn.access", "uvicorn.error"):
             logging.getLogger(name).addFilter(RedactCredentials())
-        uvicorn.Server(config).run()
+        _ready_server_class()(config, public).run()
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:

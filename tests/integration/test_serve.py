@@ -70,7 +70,7 @@ def _start(folder: Path) -> Served:
             redis_url = m.group(1)
         if lines[-2:-1] and "dev token" in lines[-2]:
             token = line.strip()
-        if "Uvicorn running" in line or time.monotonic() > deadline:
+        if line.startswith("herald: ready") or time.monotonic() > deadline:
             break
     assert token and redis_url, "".join(lines)
     return Served(proc, f"http://127.0.0.1:{port}", token, redis_url, lines)

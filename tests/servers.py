@@ -1,0 +1,110 @@
+"""Run a real ``herald serve`` process against the test Redis and PostgreSQL.
+
+Used by integration and browser tests that need what only a real server has:
+uvicorn, signals, restarts, the SSE wire format.  Readiness is the server's own
+"herald: ready" line within a deadline; a restart keeps the same port so clients
+(EventSource included) reconnect to the same URL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tests.conftest import DATABASE_URL, REDIS_URL
+
+HERALD = str(Path(sys.executable).with_name("herald"))
+TEST_SECRET = "integration-secret-integration-secret-0123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HeraldProcess:
+    """``herald serve`` on 127.0.0.1:<port> with the test services and a known secret."""
+
+    def __init__(self, workdir: Path, *, port: int | None = None, **env: str) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+        self.env.update(
+            {
+                "HERALD_REDIS_URL": REDIS_URL,
+                "HERALD_DATABASE_URL": DATABASE_URL,
+                "HERALD_JWT_SECRET": TEST_SECRET,
+                "HERALD_LOG_LEVEL": "WARNING",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        self.env.update(env)
+        self.proc: subprocess.Popen[str] | None = None
+        self.log: list[str] = []
+        self._ready = threading.Event()
+
+    def token(self, user: str, *roles: str, ttl: int = 3600) -> str:
+        args = [HERALD, "token", "--user", user, "--ttl", str(ttl)]
+        for role in roles:
+            args += ["--role", role]
+        out = subprocess.run(args, env=self.env, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    def start(self, timeout: float = 30.0) -> None:
+        subprocess.run([HERALD, "migrate"], env=self.env, capture_output=True, check=True)
+        self._ready.clear()
+        self.proc = subprocess.Popen(
+            [HERALD, "serve", "--port", str(self.port)],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise AssertionError("herald serve did not start:\n" + "".join(self.log[-40:]))
+
+    def _pump(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.log.append(line)
+            if line.startswith("herald: ready"):
+                self._ready.set()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> float:
+        """Stop the server; returns how long it took to exit."""
+        if self.proc is None:
+            return 0.0
+        began = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        finally:
+            self.proc = None
+        return time.monotonic() - began
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> HeraldProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.stop(signal.SIGKILL)
