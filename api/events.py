@@ -122,6 +122,9 @@ async def stream_events(request: Request) -> Response:
         headers=SSE_HEADERS,
         ping=settings.keepalive_s,
         send_timeout=settings.keepalive_s * 2,
+        # On SIGTERM the hub closes our subscription and the stream ends by itself;
+        # sse-starlette cancels it only if that takes longer than the grace period.
+        shutdown_grace_period=settings.shutdown_grace_s,
     )
     if via == "ticket":
         ttl_s = int(principal.expires_at - time.time())

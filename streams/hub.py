@@ -8,7 +8,9 @@ subscriber owns a small bounded queue of ``Live`` items:
 * ``RESYNC`` — the upstream connection was re-established: anything published
   meanwhile was missed live, so re-read the journal after your positions;
 * ``OVERFLOW`` — your queue filled up (you are too slow); the queue was cleared to
-  free its memory and no more messages will come: end the response.
+  free its memory and no more messages will come: end the response;
+* ``CLOSE`` — the process is shutting down: end the response now, so the client
+  reconnects (to another process) from its cursor.
 
 Ordering rule: ``subscribe`` returns only after the upstream server confirmed the
 subscription, so a journal read started afterwards cannot miss a message that is
@@ -28,6 +30,7 @@ from journal.envelope import HEAD
 from journal.positions import StreamId
 
 __all__ = [
+    "CLOSE",
     "OVERFLOW",
     "RESYNC",
     "Hub",
@@ -43,10 +46,12 @@ __all__ = [
 class Signal(enum.Enum):
     RESYNC = "resync"
     OVERFLOW = "overflow"
+    CLOSE = "close"
 
 
 RESYNC = Signal.RESYNC
 OVERFLOW = Signal.OVERFLOW
+CLOSE = Signal.CLOSE
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +107,18 @@ class Subscription:
 
     def resync(self) -> None:
         # A resync makes everything queued so far redundant (the journal has it).
+        self._replace_queue_with(RESYNC)
+
+    def close(self) -> None:
+        self._replace_queue_with(CLOSE)
+        self.overflowed = True  # nothing more is accepted
+
+    def _replace_queue_with(self, signal: Signal) -> None:
         if self.overflowed:
             return
         while not self.queue.empty():
             self.queue.get_nowait()
-        self.queue.put_nowait(RESYNC)
+        self.queue.put_nowait(signal)
 
 
 class Hub(Protocol):
@@ -120,6 +132,10 @@ class Hub(Protocol):
         self, channels: Sequence[str], maxsize: int
     ) -> AbstractAsyncContextManager[Subscription]:
         """Subscribe for the duration of the ``async with`` block (see module docs)."""
+        ...
+
+    def close_all(self) -> None:
+        """End every subscription (CLOSE): the process is shutting down."""
         ...
 
     async def aclose(self) -> None: ...
@@ -159,9 +175,16 @@ class Registry:
         for sub in self.by_channel.get(message.channel, ()):
             sub.offer(message)
 
+    def _all(self) -> set[Subscription]:
+        return {sub for subs in self.by_channel.values() for sub in subs}
+
     def resync_all(self) -> None:
-        for sub in {sub for subs in self.by_channel.values() for sub in subs}:
+        for sub in self._all():
             sub.resync()
+
+    def close_all(self) -> None:
+        for sub in self._all():
+            sub.close()
 
     def __len__(self) -> int:
         return len(self.by_channel)

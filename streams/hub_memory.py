@@ -46,5 +46,8 @@ class MemoryHub:
         """Act as if the upstream connection had dropped and come back (for tests)."""
         self._registry.resync_all()
 
+    def close_all(self) -> None:
+        self._registry.close_all()
+
     async def aclose(self) -> None:
         return None

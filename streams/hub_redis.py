@@ -177,6 +177,9 @@ class RedisHub:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    def close_all(self) -> None:
+        self._registry.close_all()
+
     async def aclose(self) -> None:
         if self._reader is not None:
             self._reader.cancel()

@@ -164,7 +164,8 @@ class Session:
                     yield chunk
 
     async def live(self, sub: Subscription) -> AsyncIterator[bytes]:
-        """Live frames until the queue overflows (raises ``Overflowed``)."""
+        """Live frames until the hub closes the subscription (shutdown: returns) or the
+        queue overflows (raises ``Overflowed``)."""
         queue = sub.queue
         while True:
             batch = [await queue.get()]
@@ -173,9 +174,11 @@ class Session:
             out: list[bytes] = []
             for item in batch:
                 if isinstance(item, Signal):
-                    if item is Signal.OVERFLOW:
+                    if item is not Signal.RESYNC:
                         if out:
                             yield b"".join(out)
+                        if item is Signal.CLOSE:
+                            return
                         raise Overflowed("live queue overflowed")
                     for key in self.targets:  # RESYNC: the hub may have missed messages
                         out += [c async for c, _ in self._read_journal(key, None)]

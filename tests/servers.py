@@ -58,8 +58,13 @@ class HeraldProcess:
         out = subprocess.run(args, env=self.env, capture_output=True, text=True, check=True)
         return out.stdout.strip()
 
+    _migrated: set[str] = set()  # database URLs migrated in this test session
+
     def start(self, timeout: float = 30.0) -> None:
-        subprocess.run([HERALD, "migrate"], env=self.env, capture_output=True, check=True)
+        db = self.env["HERALD_DATABASE_URL"]
+        if db not in HeraldProcess._migrated:
+            subprocess.run([HERALD, "migrate"], env=self.env, capture_output=True, check=True)
+            HeraldProcess._migrated.add(db)
         self._ready.clear()
         self.proc = subprocess.Popen(
             [HERALD, "serve", "--port", str(self.port)],
@@ -69,7 +74,8 @@ class HeraldProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
+        self._pump_thread.start()
         if not self._ready.wait(timeout):
             self.stop()
             raise AssertionError("herald serve did not start:\n" + "".join(self.log[-40:]))
@@ -87,14 +93,17 @@ class HeraldProcess:
             return 0.0
         began = time.monotonic()
         self.proc.send_signal(sig)
+        proc, self.proc = self.proc, None
         try:
-            self.proc.wait(timeout)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            proc.kill()
+            proc.wait()
             raise
         finally:
-            self.proc = None
+            self._pump_thread.join(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
         return time.monotonic() - began
 
     def restart(self) -> None:
