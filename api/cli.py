@@ -259,6 +259,21 @@ def cmd_publish(args: argparse.Namespace) -> None:
         _fail(f"{getattr(e, 'code', 'error')}: {e}", code=1)
 
 
+def cmd_tail(args: argparse.Namespace) -> None:
+    from api.tail import Tail
+
+    settings = _settings()
+    token = args.token
+    if token is None:
+        try:
+            token = _authenticator(settings).issue(args.user, tuple(args.role), args.ttl)
+        except ValueError as e:
+            _fail(str(e))
+    base = args.url or settings.public_url or f"http://{settings.host}:{settings.port}"
+    tail = Tail(base.rstrip("/") + "/api/events", token, args.topic, cursor=args.cursor)
+    raise SystemExit(asyncio.run(tail.run()))
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -296,6 +311,16 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("--source", default=None)
     pub.add_argument("--idempotency-key", default=None)
     pub.set_defaults(func=cmd_publish)
+
+    tl = sub.add_parser("tail", help="print a user's events as they arrive (JSON lines)")
+    tl.add_argument("--user", required=True)
+    tl.add_argument("--topic", action="append", default=[], help="repeatable")
+    tl.add_argument("--cursor", default=None, help="resume after this id (as Last-Event-ID)")
+    tl.add_argument("--url", default=None, help="server URL (default http://HOST:PORT)")
+    tl.add_argument("--token", default=None, help="use this JWT instead of minting one")
+    tl.add_argument("--role", action="append", default=[], help="roles for the minted token")
+    tl.add_argument("--ttl", type=_positive, default=24 * 3600, help="minted token lifetime")
+    tl.set_defaults(func=cmd_tail)
     return p
 
 

@@ -121,7 +121,7 @@ async def test_live_page_resumes_across_server_restart(
         await journal.publish(target, TYPE, {"n": i})
     await wait_for_text(page, "count", str(N), deadline)
     cursor_before = await text_of(page, "#cursor")
-    # Only the events after this point are allowed to arrive through a reconnect.
+    # Before the restart the page has opened exactly one stream; any later one is a reconnect.
     first_stream_requests = sum(1 for r in requests if "/api/events?" in r.url)
 
     # stop() + start() is restart() with publishes in between: half of the second
