@@ -16,12 +16,11 @@ from typing import Any
 import jwt
 from starlette.requests import HTTPConnection
 
-from api.tickets import TicketStore
+from api.tickets import TicketStore, stream_cookie_name
 from journal.positions import NAME_RE
 from journal.settings import Settings
 
 __all__ = [
-    "STREAM_SESSION_COOKIE",
     "AuthError",
     "Authenticator",
     "Principal",
@@ -30,7 +29,6 @@ __all__ = [
 ]
 
 _SECRET_FILE = "jwt_secret"
-STREAM_SESSION_COOKIE = "herald_sse"
 
 
 class AuthError(Exception):
@@ -154,13 +152,14 @@ class Authenticator:
         return (await self.identify(conn, tickets))[0]
 
     async def identify(self, conn: HTTPConnection, tickets: TicketStore) -> tuple[Principal, str]:
-        """Find the caller and say how: ``ticket`` (single use, or the stream-session
-        cookie it left when spent), then ``bearer``, ``cookie``, ``query``."""
+        """Find the caller and say how: ``ticket`` (single use; once spent, ``session``
+        with the cookie its first stream set), then ``bearer``, ``cookie``, ``query``."""
         ticket = conn.query_params.get("ticket")
         if ticket is not None:
             via, claims = "ticket", await tickets.redeem(ticket)
-            if claims is None and (session_id := conn.cookies.get(STREAM_SESSION_COOKIE)):
-                via, claims = "session", await tickets.session(session_id)
+            secret = conn.cookies.get(stream_cookie_name(ticket))
+            if claims is None and secret:
+                via, claims = "session", await tickets.session(ticket, secret)
             if claims is None:
                 raise AuthError(401, "bad_ticket", "the ticket is unknown, expired or used")
             principal = Principal.from_claims(claims)

@@ -17,9 +17,10 @@ from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.auth import STREAM_SESSION_COOKIE, AuthError, Principal
+from api.auth import AuthError, Principal
 from api.errors import ApiError
 from api.state import AppState, state_of
+from api.tickets import stream_cookie_name
 from journal.base import JournalUnavailable
 from journal.positions import CursorError, Target
 from streams.budget import retry_after_header
@@ -127,11 +128,13 @@ async def stream_events(request: Request) -> Response:
         shutdown_grace_period=settings.shutdown_grace_s,
     )
     if via == "ticket":
-        ttl_s = int(principal.expires_at - time.time())
-        session_id = await state.tickets.open_session(principal.to_claims(), ttl_s)
+        # Let EventSource's own reconnects (same URL, spent ticket) back in.
+        ticket = request.query_params["ticket"]
+        ttl_s = max(1, int(principal.expires_at - time.time()))
+        secret = await state.tickets.open_session(ticket, principal.to_claims(), ttl_s)
         response.set_cookie(
-            STREAM_SESSION_COOKIE,
-            session_id,
+            stream_cookie_name(ticket),
+            secret,
             max_age=ttl_s,
             path="/api/events",
             httponly=True,

@@ -1,8 +1,11 @@
 """Single-use SSE tickets, so browsers need not put long-lived tokens in URLs.
 
-A stream opened with a ticket also gets a stream-session cookie (reusable until
-the token's expiry), because EventSource reconnects on its own to the same URL —
-spent ticket included — and must still be let in.
+A stream opened with a ticket also gets a stream session, because EventSource
+reconnects on its own to the same URL — spent ticket included — and must still
+be let in.  The session is stored under the hash of *that* ticket and holds a
+secret that only the browser's cookie knows: a leaked URL alone opens nothing,
+and one tab's cookie never admits another tab's ticket (each ticket has its own
+cookie name, see ``stream_cookie_name``).
 
 A ticket is a random string mapped to the caller's claims for a few seconds.
 Redeeming it deletes it in the same command (``GETDEL``), so two requests racing
@@ -12,6 +15,8 @@ Redis (shared by every process) and memory (``memory://`` mode, tests).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import time
 from typing import Any, Protocol
@@ -19,11 +24,28 @@ from typing import Any, Protocol
 import orjson
 import redis.asyncio as aioredis
 
-__all__ = ["MemoryTicketStore", "RedisTicketStore", "TicketStore"]
+__all__ = ["MemoryTicketStore", "RedisTicketStore", "TicketStore", "stream_cookie_name"]
 
 
 def _new_ticket() -> str:
     return secrets.token_urlsafe(24)
+
+
+def _digest(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def stream_cookie_name(ticket: str) -> str:
+    """The cookie that lets a spent ``ticket`` reconnect: one per ticket, so tabs
+    of different users in one browser never trade sessions."""
+    return f"herald_sse_{_digest(ticket)[:16]}"
+
+
+def _matches(record: dict[str, Any] | None, secret: str) -> dict[str, Any] | None:
+    if record is None or not hmac.compare_digest(str(record.get("secret", "")), secret):
+        return None
+    claims: dict[str, Any] = record["claims"]
+    return claims
 
 
 class TicketStore(Protocol):
@@ -35,12 +57,14 @@ class TicketStore(Protocol):
         """The claims, once; None if the ticket is unknown, expired or already used."""
         ...
 
-    async def open_session(self, claims: dict[str, Any], ttl_s: int) -> str:
-        """A reusable stream session for the same claims, valid ``ttl_s`` seconds: what
-        a browser's automatic EventSource reconnect presents once its ticket is spent."""
+    async def open_session(self, ticket: str, claims: dict[str, Any], ttl_s: int) -> str:
+        """After ``ticket`` was redeemed: a reusable session for the same claims, valid
+        ``ttl_s`` seconds; returns the secret for the ticket's cookie."""
         ...
 
-    async def session(self, session_id: str) -> dict[str, Any] | None: ...
+    async def session(self, ticket: str, secret: str) -> dict[str, Any] | None:
+        """The claims if ``secret`` is the one issued for spent ``ticket``."""
+        ...
 
 
 class RedisTicketStore:
@@ -60,18 +84,15 @@ class RedisTicketStore:
         claims: dict[str, Any] | None = orjson.loads(raw) if raw else None
         return claims
 
-    async def open_session(self, claims: dict[str, Any], ttl_s: int) -> str:
-        session_id = _new_ticket()
-        key = f"herald:sse-session:{session_id}"
-        await self.client.set(key, orjson.dumps(claims), ex=max(1, ttl_s))
-        return session_id
+    async def open_session(self, ticket: str, claims: dict[str, Any], ttl_s: int) -> str:
+        secret = _new_ticket()
+        record = orjson.dumps({"claims": claims, "secret": secret})
+        await self.client.set(f"herald:sse-session:{_digest(ticket)}", record, ex=max(1, ttl_s))
+        return secret
 
-    async def session(self, session_id: str) -> dict[str, Any] | None:
-        if not 16 <= len(session_id) <= 64:
-            return None
-        raw = await self.client.get(f"herald:sse-session:{session_id}")
-        claims: dict[str, Any] | None = orjson.loads(raw) if raw else None
-        return claims
+    async def session(self, ticket: str, secret: str) -> dict[str, Any] | None:
+        raw = await self.client.get(f"herald:sse-session:{_digest(ticket)}")
+        return _matches(orjson.loads(raw) if raw else None, secret)
 
 
 class MemoryTicketStore:
@@ -95,13 +116,14 @@ class MemoryTicketStore:
             return None
         return found[0]
 
-    async def open_session(self, claims: dict[str, Any], ttl_s: int) -> str:
-        session_id = _new_ticket()
-        self._sessions[session_id] = (claims, time.monotonic() + ttl_s)
-        return session_id
+    async def open_session(self, ticket: str, claims: dict[str, Any], ttl_s: int) -> str:
+        secret = _new_ticket()
+        record = {"claims": claims, "secret": secret}
+        self._sessions[_digest(ticket)] = (record, time.monotonic() + max(1, ttl_s))
+        return secret
 
-    async def session(self, session_id: str) -> dict[str, Any] | None:
-        found = self._sessions.get(session_id)
+    async def session(self, ticket: str, secret: str) -> dict[str, Any] | None:
+        found = self._sessions.get(_digest(ticket))
         if found is None or found[1] <= time.monotonic():
             return None
-        return found[0]
+        return _matches(found[0], secret)

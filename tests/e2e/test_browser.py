@@ -2,7 +2,7 @@
 
 What it proves: the page connects with a single-use ticket, and when the server
 restarts the browser's own EventSource reconnect (same URL, spent ticket, the
-``herald_sse`` stream-session cookie, ``Last-Event-ID``) is let back in and
+stream-session cookie bound to that ticket, ``Last-Event-ID``) is let back in and
 resumes exactly where it stopped — events 1..100 once each, in order, no gap —
 without the page fetching a new ticket.
 """
@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Browser, Page, Request
 
-from api.auth import STREAM_SESSION_COOKIE
+from api.tickets import stream_cookie_name
 from journal.base import JournalLimits
 from journal.positions import Target
 from journal.redis import RedisJournal
@@ -47,23 +47,10 @@ class Deadline:
         return left * 1000
 
 
-class ClosingHeraldProcess(HeraldProcess):
-    """Closes each server's output pipe once drained: HeraldProcess leaves it open,
-    and the ResourceWarning that follows is an error under this project's
-    ``filterwarnings = error``."""
-
-    def _pump(self, proc: subprocess.Popen[str]) -> None:
-        try:
-            super()._pump(proc)
-        finally:
-            if proc.stdout is not None:
-                proc.stdout.close()
-
-
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[HeraldProcess]:
     # A short retry: so the browser reconnects within a fraction of a second.
-    proc = ClosingHeraldProcess(tmp_path, HERALD_RETRY_MS="300")
+    proc = HeraldProcess(tmp_path, HERALD_RETRY_MS="300")
     # start/stop block on a subprocess; keep them off the loop Playwright runs on.
     await asyncio.to_thread(proc.start)
     try:
@@ -160,6 +147,8 @@ async def test_live_page_resumes_across_server_restart(
     assert "last-event-id" not in await streams[0].all_headers()
     # Attempts refused while the server was down expose no sent headers; the ones
     # that reached it must carry the cursor of the last event shown and the cookie.
+    ticket = parse_qs(urlsplit(streams[0].url).query)["ticket"][0]
+    cookie_name = stream_cookie_name(ticket)
     answered = 0
     for r in reconnects:
         response = await r.response()
@@ -169,12 +158,12 @@ async def test_live_page_resumes_across_server_restart(
         assert response.status == 200
         sent = await r.all_headers()
         assert sent.get("last-event-id") == cursor_before
-        assert f"{STREAM_SESSION_COOKIE}=" in sent.get("cookie", "")
+        assert f"{cookie_name}=" in sent.get("cookie", "")
     assert answered >= 1, "no reconnect reached the restarted server"
 
     # What let the spent-ticket reconnect in: an HttpOnly cookie scoped to the stream.
     cookies = {c["name"]: c for c in await page.context.cookies()}
-    session = cookies.get(STREAM_SESSION_COOKIE)
+    session = cookies.get(cookie_name)
     assert session is not None, "the ticket connection set no stream-session cookie"
     assert session["httpOnly"] is True
     assert session["path"] == "/api/events"

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from api.tickets import stream_cookie_name
 from journal.base import JournalLimits
 from journal.positions import Target
 from journal.redis import RedisJournal
@@ -175,22 +176,36 @@ async def test_sigterm_ends_open_streams_promptly(server: HeraldProcess, unique:
     assert took < 6, f"server took {took:.1f}s to stop with an open stream"
 
 
-async def test_ticket_is_single_use_but_leaves_a_reconnect_cookie(
+async def test_ticket_is_single_use_but_leaves_a_reconnect_cookie_bound_to_it(
     server: HeraldProcess, unique: str
 ):
-    headers = bearer(server.token(unique))
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-        ticket = (await http.post("/api/events/ticket", headers=headers)).json()["ticket"]
-        path = f"/api/events?ticket={ticket}"
-        async with opened(http, path, {}) as r:
-            assert r.status_code == 200
-            cookie = r.response.cookies.get("herald_sse")
-            assert cookie and "httponly" in r.response.headers["set-cookie"].lower()
+
+        async def ticket_for(user: str) -> str:
+            headers = bearer(server.token(user))
+            return str((await http.post("/api/events/ticket", headers=headers)).json()["ticket"])
+
+        mine, theirs = await ticket_for(unique), await ticket_for(unique + "-other")
+        cookies = {}
+        for ticket in (mine, theirs):
+            async with opened(http, f"/api/events?ticket={ticket}", {}) as r:
+                assert r.status_code == 200
+                name = stream_cookie_name(ticket)
+                cookies[ticket] = (name, r.response.cookies[name])
+                header = r.response.headers["set-cookie"].lower()
+                assert "httponly" in header and "path=/api/events" in header
         http.cookies.clear()
+        path = f"/api/events?ticket={mine}"
         spent = await http.get(path)
         assert spent.status_code == 401 and spent.json()["error"] == "bad_ticket"
-        async with opened(http, path, {"Cookie": f"herald_sse={cookie}"}) as again:
+        name, secret = cookies[mine]
+        async with opened(http, path, {"Cookie": f"{name}={secret}"}) as again:
             assert again.status_code == 200
+        # Another ticket's cookie, or a wrong secret, never opens this ticket's stream.
+        other_name, other_secret = cookies[theirs]
+        for cookie in (f"{other_name}={other_secret}", f"{name}={other_secret}"):
+            r = await http.get(path, headers={"Cookie": cookie})
+            assert r.status_code == 401, cookie
 
 
 async def test_refusals_before_the_stream_starts(server: HeraldProcess, unique: str):
