@@ -23,18 +23,22 @@ def test_issued_token_verifies_to_its_principal():
     assert p.user == "alice" and p.roles == {"admin"} and p.expires_at > time.time()
 
 
+# Expiry offsets, not instants: parameters are built at collection time, long
+# before a test runs in a full suite.
 @pytest.mark.parametrize(
     ("claims", "key", "code"),
     [
-        ({"sub": "a", "exp": time.time() - 60}, SECRET, "token_expired"),
-        ({"sub": "a", "exp": time.time() + 60}, "x" * 40, "bad_signature"),
+        ({"sub": "a", "exp": -60}, SECRET, "token_expired"),
+        ({"sub": "a", "exp": 600}, "x" * 40, "bad_signature"),
         ({"sub": "a"}, SECRET, "missing_claim"),
-        ({"exp": time.time() + 60}, SECRET, "missing_claim"),
-        ({"sub": "a b", "exp": time.time() + 60}, SECRET, "bad_claims"),
-        ({"sub": "a", "exp": time.time() + 60, "roles": "admin"}, SECRET, "bad_claims"),
+        ({"exp": 600}, SECRET, "missing_claim"),
+        ({"sub": "a b", "exp": 600}, SECRET, "bad_claims"),
+        ({"sub": "a", "exp": 600, "roles": "admin"}, SECRET, "bad_claims"),
     ],
 )
 def test_refusals_say_what_was_wrong(claims: dict[str, object], key: str, code: str):
+    if "exp" in claims:
+        claims = {**claims, "exp": time.time() + float(claims["exp"])}  # type: ignore[arg-type]
     token = jwt.encode(claims, key, algorithm="HS256")
     with pytest.raises(AuthError) as e:
         _hs().verify(token)
