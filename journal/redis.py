@@ -24,7 +24,7 @@ from journal.base import (
     prepare_requests,
 )
 from journal.envelope import Prepared
-from journal.positions import StreamId, Target
+from journal.positions import ZERO_ID, StreamId, Target
 
 __all__ = ["RedisJournal"]
 
@@ -45,13 +45,32 @@ def _trusted_sid(raw: bytes) -> StreamId:
     return StreamId(int(ms), int(seq))
 
 
-def _entry(raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:
-    return Entry(
-        id=StreamId.parse(raw_id.decode()),
-        previous=_sid(fields.get(b"p", b"")),
-        type=fields[b"t"].decode(),
-        envelope=fields[b"e"],
-    )
+class _Ids:
+    """Parses ids our own script wrote (split, not regex-validated).  In a chain of
+    entries each previous id is the id parsed just before, so that one is reused."""
+
+    __slots__ = ("id", "raw")
+
+    def __init__(self) -> None:
+        self.raw, self.id = b"", ZERO_ID
+
+    def get(self, raw: bytes) -> StreamId | None:
+        if not raw:
+            return None
+        if raw != self.raw:
+            self.raw, self.id = raw, _trusted_sid(raw)
+        return self.id
+
+
+def _entries(rows: list[Any]) -> list[Entry]:
+    ids = _Ids()
+    out = []
+    for raw_id, fields in rows:
+        previous = ids.get(fields.get(b"p", b""))
+        sid = ids.get(raw_id)
+        assert sid is not None
+        out.append(Entry(sid, previous, fields[b"t"].decode(), fields[b"e"]))
+    return out
 
 
 class RedisJournal:
@@ -86,20 +105,12 @@ class RedisJournal:
     @staticmethod
     def _results(target: Target, reply: list[Any]) -> list[PublishResult]:
         epoch = reply[-1].decode()
-        out = []
-        # An entry's previous id is usually the id just parsed: parse each id once.
-        last_raw, last_id = b"", None
+        ids, out = _Ids(), []
         for i in range(0, len(reply) - 1, 3):
-            raw, prev_raw = reply[i], reply[i + 1]
-            if not prev_raw:
-                previous = None
-            elif prev_raw == last_raw:
-                previous = last_id
-            else:
-                previous = _trusted_sid(prev_raw)
-            sid = _trusted_sid(raw)
+            previous = ids.get(reply[i + 1])
+            sid = ids.get(reply[i])
+            assert sid is not None
             out.append(PublishResult(sid, target, previous, reply[i + 2] == 1, epoch))
-            last_raw, last_id = raw, sid
         return out
 
     async def publish(
@@ -173,7 +184,7 @@ class RedisJournal:
                 epoch, rows = await pipe.execute()
         except _UNAVAILABLE as e:
             raise JournalUnavailable(f"Redis unavailable: {e}") from e
-        return Page(epoch.decode() if epoch else None, [_entry(i, f) for i, f in rows])
+        return Page(epoch.decode() if epoch else None, _entries(rows))
 
     async def latest(
         self, target: Target, type_prefix: str, *, max_scan: int = 10000
@@ -189,7 +200,7 @@ class RedisJournal:
                     return None
                 for raw_id, fields in rows:
                     if fields[b"t"].decode().startswith(type_prefix):
-                        return _entry(raw_id, fields)
+                        return _entries([(raw_id, fields)])[0]
                 scanned += len(rows)
                 upper = f"({rows[-1][0].decode()}"
         except _UNAVAILABLE as e:

@@ -221,21 +221,52 @@ class Session:
                 out.append(self._gap(key, gap, Position(page.epoch, ZERO_ID)))
                 yield b"".join(out), 0
                 continue
-            used = 0
-            for entry in page.entries:
+            used, i, entries = 0, 0, page.entries
+            while i < len(entries):
+                entry = entries[i]
                 if budget is not None and used >= budget:
                     if not self._stop_at_limit:
                         out.append(await self._skip_backlog(key, target, entry))
                     yield b"".join(out), used
                     return
-                before = self.delivered
-                out.append(self._journal_entry(key, page.epoch, entry))
-                used += self.delivered - before
+                if entry.previous is not None and entry.previous == self._pos[key].id:
+                    end = len(entries) if budget is None else min(len(entries), i + budget - used)
+                    run = self._contiguous(key, page.epoch, entries, i, end, out)
+                    used += run
+                    i += run
+                else:
+                    before = self.delivered
+                    out.append(self._journal_entry(key, page.epoch, entry))
+                    used += self.delivered - before
+                    i += 1
             if budget is not None:
                 budget -= used
             yield b"".join(out), used
             if len(page.entries) < limit:
                 return
+
+    def _contiguous(
+        self, key: str, epoch: str, entries: list[Entry], start: int, end: int, out: list[bytes]
+    ) -> int:
+        """Deliver ``entries[start:end]`` while each names the one before it as its
+        previous — the common case of a replay, where ``classify`` can only say NEXT.
+        Only this stream's part of the cursor changes, so the rest is rendered once,
+        and the position is stored once at the end.  Returns how many it delivered."""
+        keys = list(self._parts)
+        k = keys.index(key)
+        head = ",".join([*(self._parts[x] for x in keys[:k]), f"{key}~{epoch}~"])
+        tail = "".join("," + self._parts[x] for x in keys[k + 1 :])
+        render, prev, i = self._render, self._pos[key].id, start
+        while i < end:
+            entry = entries[i]
+            if entry.previous != prev:
+                break
+            out.append(render(f"{head}{entry.id}{tail}", entry.envelope))
+            prev = entry.id
+            i += 1
+        self.delivered += i - start
+        self._set(key, Position(epoch, prev))
+        return i - start
 
     def _journal_entry(self, key: str, epoch: str, entry: Entry) -> bytes:
         step = classify(self._pos[key], epoch, entry.id, entry.previous)
