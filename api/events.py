@@ -13,12 +13,12 @@ import time
 from collections.abc import AsyncIterator
 
 import orjson
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api.auth import AuthError, Principal
 from api.errors import ApiError
+from api.sse import Closer, EventStreamResponse
 from api.state import AppState, state_of
 from api.tickets import stream_cookie_name
 from journal.base import JournalUnavailable
@@ -117,15 +117,10 @@ async def stream_events(request: Request) -> Response:
     except BaseException:
         await state.budgets.release(principal.user, conn_id)
         raise
-    body = _frames(state, principal, session, conn_id)
-    response = EventSourceResponse(
-        body,
+    response = EventStreamResponse(
+        lambda closer: _frames(state, principal, session, conn_id, closer),
         headers=SSE_HEADERS,
-        ping=settings.keepalive_s,
-        send_timeout=settings.keepalive_s * 2,
-        # On SIGTERM the hub closes our subscription and the stream ends by itself;
-        # sse-starlette cancels it only if that takes longer than the grace period.
-        shutdown_grace_period=settings.shutdown_grace_s,
+        send_timeout_s=settings.keepalive_s * 2,
     )
     if via == "ticket":
         # Let EventSource's own reconnects (same URL, spent ticket) back in.
@@ -145,28 +140,30 @@ async def stream_events(request: Request) -> Response:
 
 
 async def _frames(
-    state: AppState, principal: Principal, session: Session, conn_id: str
+    state: AppState, principal: Principal, session: Session, conn_id: str, closer: Closer
 ) -> AsyncIterator[bytes]:
     settings = state.settings
     state.leases.track(principal.user, conn_id)
     channels = [t.channel for t in session.targets.values()]
-    loop = asyncio.get_running_loop()
     # The stream ends when the token does; the client then reconnects and is
     # asked for a fresh credential.
-    deadline = loop.time() + max(0.0, principal.expires_at - time.time())
+    expiry = asyncio.get_running_loop().call_later(
+        max(0.0, principal.expires_at - time.time()), closer.close
+    )
     try:
         yield f"retry: {settings.retry_ms}\n\n".encode()
-        async with asyncio.timeout_at(deadline):
-            async with state.hub.subscribe(channels, settings.client_queue) as sub:
-                await session.open()
-                async for chunk in session.replay():
-                    yield chunk
-                async for chunk in session.live(sub):
-                    yield chunk
-    except (TimeoutError, Overflowed, HubUnavailable, JournalUnavailable):
+        async with state.hub.subscribe(channels, settings.client_queue) as sub:
+            closer.attach(sub)
+            await session.open()
+            async for chunk in session.replay():
+                yield chunk
+            async for chunk in session.live(sub, settings.keepalive_s):
+                yield chunk
+    except (Overflowed, HubUnavailable, JournalUnavailable):
         # Each ends this response; the client resumes from its last id.
         return
     finally:
+        expiry.cancel()
         with contextlib.suppress(Exception):
             await asyncio.shield(state.leases.untrack(principal.user, conn_id))
 

@@ -102,7 +102,9 @@ class Settings(BaseSettings):
 
     # Redis client.
     redis_max_connections: int = Field(
-        32, ge=1, description="Connection pool size of the command client."
+        3,
+        ge=1,
+        description="Connection pool size of the command client; with the hub's pub/sub connection a process holds at most this + 1 Redis connections. A burst waits for a free connection.",
     )
     redis_socket_timeout_s: float = Field(
         5.0,
@@ -158,7 +160,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         3.0,
         ge=0,
-        description="On SIGTERM, open streams end within this time so clients reconnect elsewhere.",
+        description="On SIGTERM open streams end at once (clients reconnect elsewhere); other requests in flight get this long to finish.",
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

@@ -15,6 +15,7 @@ Everything the session sends is an SSE frame carrying the composite cursor as it
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ __all__ = ["Overflowed", "Session", "SessionLimits", "gap_envelope", "sse_frame"
 
 # Live items handled per wake-up, so a burst becomes one write to the socket.
 _LIVE_BATCH = 256
+PING = b": ping\n\n"
 
 
 class Overflowed(Exception):
@@ -94,6 +96,7 @@ class Session:
         self._parts: dict[str, str] = {}
         self.delivered = 0
         self.gap_log: list[dict[str, object]] = []
+        self._live_only: set[str] = set()
 
     # -- positions and frames -------------------------------------------------
 
@@ -149,13 +152,18 @@ class Session:
             elif from_start:
                 self._set(key, Position(None, ZERO_ID))
             else:
+                # Starting at the newest entry: nothing to replay, anything newer
+                # arrives live (we subscribed before looking).
                 info = await self.journal.info(target)
                 self._set(key, Position(info.epoch, info.last or ZERO_ID))
+                self._live_only.add(key)
 
     async def replay(self) -> AsyncIterator[bytes]:
         """Everything after the starting positions, stream by stream, in pages."""
         budget = self.limits.max_replay_events
         for key in self.targets:
+            if key in self._live_only:
+                continue
             if budget <= 0 and self._stop_at_limit:
                 return
             async for chunk, used in self._read_journal(key, budget):
@@ -163,12 +171,19 @@ class Session:
                 if chunk:
                     yield chunk
 
-    async def live(self, sub: Subscription) -> AsyncIterator[bytes]:
-        """Live frames until the hub closes the subscription (shutdown: returns) or the
-        queue overflows (raises ``Overflowed``)."""
+    async def live(self, sub: Subscription, keepalive_s: float = 15.0) -> AsyncIterator[bytes]:
+        """Live frames until the subscription is closed (returns) or its queue
+        overflows (raises ``Overflowed``); a ``: ping`` comment after each
+        ``keepalive_s`` without anything to send."""
         queue = sub.queue
         while True:
-            batch = [await queue.get()]
+            try:
+                async with asyncio.timeout(keepalive_s):
+                    first = await queue.get()
+            except TimeoutError:
+                yield PING
+                continue
+            batch = [first]
             while len(batch) < _LIVE_BATCH and not queue.empty():
                 batch.append(queue.get_nowait())
             out: list[bytes] = []
