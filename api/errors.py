@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from api.auth import AuthError
 
-__all__ = ["ApiError", "error_response", "exception_handlers"]
+__all__ = ["ApiError", "error_response", "exception_handlers", "render_error"]
 
 log = logging.getLogger("herald.api")
 
@@ -68,6 +68,15 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(500, "internal_error", "an unexpected error occurred; it was logged")
+
+
+async def render_error(request: Request, exc: Exception) -> Response:
+    """The response Starlette's exception handling would give, for routes served
+    outside it."""
+    for kind, handler in exception_handlers.items():
+        if isinstance(exc, kind):
+            return await handler(request, exc)
+    raise exc  # pragma: no cover - Exception is always matched
 
 
 exception_handlers = {

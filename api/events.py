@@ -28,8 +28,9 @@ from streams.cursor import USER_KEY, Cursor, key_of
 from streams.hub_redis import HubUnavailable
 from streams.session import Overflowed, Session, SessionLimits
 
-__all__ = ["history", "stream_events"]
+__all__ = ["EVENTS_PATH", "history", "stream_events"]
 
+EVENTS_PATH = "/api/events"
 MAX_HISTORY_LIMIT = 1000
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
@@ -102,6 +103,9 @@ async def stream_events(request: Request) -> Response:
     cursor = parse_cursor(
         request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     )
+    if request.method == "HEAD":
+        # The same checks and headers, no stream (it would never end a HEAD response).
+        return Response(headers=SSE_HEADERS, media_type="text/event-stream")
     session = Session(state.journal, targets, cursor, session_limits(state))
     conn_id = state.leases.new_id()
     if await state.budgets.acquire(principal.user, [conn_id]) < 1:
@@ -147,9 +151,7 @@ async def _frames(
     channels = [t.channel for t in session.targets.values()]
     # The stream ends when the token does; the client then reconnects and is
     # asked for a fresh credential.
-    expiry = asyncio.get_running_loop().call_later(
-        max(0.0, principal.expires_at - time.time()), closer.close
-    )
+    expires = asyncio.get_running_loop().time() + max(0.0, principal.expires_at - time.time())
     try:
         yield f"retry: {settings.retry_ms}\n\n".encode()
         async with state.hub.subscribe(channels, settings.client_queue) as sub:
@@ -157,13 +159,12 @@ async def _frames(
             await session.open()
             async for chunk in session.replay():
                 yield chunk
-            async for chunk in session.live(sub, settings.keepalive_s):
+            async for chunk in session.live(sub, settings.keepalive_s, expires):
                 yield chunk
     except (Overflowed, HubUnavailable, JournalUnavailable):
         # Each ends this response; the client resumes from its last id.
         return
     finally:
-        expiry.cancel()
         with contextlib.suppress(Exception):
             await asyncio.shield(state.leases.untrack(principal.user, conn_id))
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio.connection import AbstractConnection
 from starlette.requests import HTTPConnection
 
 from api.auth import Authenticator, Principal
 from api.tickets import MemoryTicketStore, RedisTicketStore, TicketStore
 from journal.base import Journal
-from journal.clients import make_journal, make_redis
+from journal.clients import keepalive_options, make_journal, make_redis
 from journal.memory import MemoryJournal
 from journal.settings import Settings
 from streams.budget import BudgetLimits, Budgets, LeaseKeeper, MemoryBudgets
@@ -68,17 +67,20 @@ def memory_state(settings: Settings, auth: Authenticator) -> AppState:
     )
 
 
-def hub_client(settings: Settings) -> aioredis.Redis:
-    """The hub's own connection: it blocks on reads (no socket timeout) and handles
-    reconnects itself (no redis-py retries), pinging to detect a dead peer."""
-    return aioredis.Redis.from_url(
+def hub_connection_factory(settings: Settings) -> Callable[[], AbstractConnection]:
+    """New connections for the hub: they block on reads (no socket timeout) and the
+    hub handles reconnects itself, pinging to detect a dead peer."""
+    tcp: dict[str, object] = {}
+    if settings.redis_url.startswith(("redis://", "rediss://")):
+        tcp = {"socket_keepalive": True, "socket_keepalive_options": keepalive_options()}
+    pool = aioredis.ConnectionPool.from_url(
         settings.redis_url,
         socket_timeout=None,
         socket_connect_timeout=settings.redis_socket_timeout_s,
         health_check_interval=0,
-        retry=Retry(NoBackoff(), 0),
-        max_connections=2,
+        **tcp,
     )
+    return pool.make_connection
 
 
 @contextlib.asynccontextmanager
@@ -94,7 +96,7 @@ async def open_state(settings: Settings, auth: Authenticator) -> AsyncIterator[A
             await state.leases.aclose()
         return
     client = make_redis(settings)
-    hub = RedisHub(hub_client(settings), ping_interval_s=min(5.0, settings.keepalive_s))
+    hub = RedisHub(hub_connection_factory(settings), ping_interval_s=min(5.0, settings.keepalive_s))
     budgets = RedisBudgets(client, budget_limits(settings))
     state = AppState(
         settings,

@@ -13,7 +13,7 @@ from journal.memory import MemoryJournal
 from journal.redis import RedisJournal
 from journal.settings import Settings
 
-__all__ = ["journal_limits", "make_journal", "make_redis"]
+__all__ = ["journal_limits", "keepalive_options", "make_journal", "make_redis"]
 
 
 def journal_limits(settings: Settings) -> JournalLimits:
@@ -31,7 +31,7 @@ def make_redis(settings: Settings, url: str | None = None) -> aioredis.Redis:
     tcp: dict[str, object] = {}
     if url.startswith(("redis://", "rediss://")):
         # Unix-socket connections refuse these keywords; TCP ones need them.
-        tcp = {"socket_keepalive": True, "socket_keepalive_options": _keepalive_options()}
+        tcp = {"socket_keepalive": True, "socket_keepalive_options": keepalive_options()}
     # A blocking pool makes a burst wait for a free connection instead of failing.
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
@@ -48,7 +48,7 @@ def make_redis(settings: Settings, url: str | None = None) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)  # the client owns and closes the pool
 
 
-def _keepalive_options() -> dict[int, int]:
+def keepalive_options() -> dict[int, int]:
     # Notice a dead peer in about a minute instead of the kernel's two hours.
     opts = {}
     for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):

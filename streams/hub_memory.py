@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 from journal.envelope import HEAD
 from journal.memory import MemoryJournal
 from journal.positions import StreamId, Target
-from streams.hub import LiveMessage, Registry, Subscription
+from streams.hub import LiveMessage, Registry, Subscribing, Subscription
 
 __all__ = ["MemoryHub"]
 
@@ -33,14 +32,14 @@ class MemoryHub:
         id_ = StreamId.parse(envelope[len(HEAD) : end].decode())
         self._registry.deliver(LiveMessage(target.channel, epoch, previous, id_, envelope))
 
-    @contextlib.asynccontextmanager
-    async def subscribe(self, channels: Sequence[str], maxsize: int) -> AsyncIterator[Subscription]:
-        sub = Subscription(tuple(channels), maxsize)
+    def subscribe(self, channels: Sequence[str], maxsize: int) -> Subscribing:
+        return Subscribing(Subscription(tuple(channels), maxsize), self._join, self._leave)
+
+    async def _join(self, sub: Subscription) -> None:
         self._registry.add(sub)
-        try:
-            yield sub
-        finally:
-            self._registry.remove(sub)
+
+    async def _leave(self, sub: Subscription) -> None:
+        self._registry.remove(sub)
 
     def resync_all(self) -> None:
         """Act as if the upstream connection had dropped and come back (for tests)."""

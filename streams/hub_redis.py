@@ -1,10 +1,21 @@
 """The hub on Redis pub/sub: one dedicated connection per process, one reader task.
 
-Reconnects are ours, not redis-py's: the hub's client has retries off, so a
-dropped connection surfaces here, where we can (1) open a new connection,
-(2) re-subscribe every channel that has subscribers, (3) wait until Redis has
-confirmed them all, and only then (4) tell every subscriber to RESYNC from the
-journal.  In that order, nothing published during the outage is missed.
+The connection is a bare redis-py ``Connection`` that only this module connects.
+(redis-py's ``PubSub`` reconnects inside a failing read even with retries off;
+a SUBSCRIBE sent by another task at that moment started a second connect on the
+same socket and killed the reader.)  The rules:
+
+* Only the reader task connects, and it does so holding ``_lock``; every SUBSCRIBE
+  or UNSUBSCRIBE is sent holding ``_lock`` too, and only on the live connection.
+  So commands reach Redis in the order subscribers asked for them, and none is
+  ever written to a half-dead connection.
+* After (re)connecting, the reader subscribes every channel that has
+  subscribers, waits until Redis confirmed them all, and only then tells every
+  subscriber to RESYNC from the journal: nothing published during the outage is
+  missed.  A subscriber that registers meanwhile either is in that snapshot or
+  sends its own SUBSCRIBE on the new connection (both happen under ``_lock``).
+* The reader survives anything but cancellation: every failure is logged and
+  followed by a reconnect with backoff (reset after each success).
 """
 
 from __future__ import annotations
@@ -14,14 +25,13 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
+from redis.asyncio.connection import AbstractConnection
 
-from streams.hub import Registry, Subscription, parse_frame
+from streams.hub import Registry, Subscribing, Subscription, parse_frame
 
 __all__ = ["HubUnavailable", "RedisHub"]
 
@@ -38,19 +48,25 @@ class HubUnavailable(Exception):
 class RedisHub:
     def __init__(
         self,
-        client: aioredis.Redis,
+        connect: Callable[[], AbstractConnection],
         *,
         ping_interval_s: float = 5.0,
         subscribe_timeout_s: float = 5.0,
     ) -> None:
-        """``client`` must be dedicated to the hub: no socket timeout, no retries."""
-        self._client = client
+        """``connect`` makes a new, unconnected redis-py connection (no socket timeout)."""
+        self._make_connection = connect
         self._ping_interval_s = ping_interval_s
         self._subscribe_timeout_s = subscribe_timeout_s
         self._registry = Registry()
-        self._pending: dict[str, asyncio.Future[None]] = {}
         self._control = f"herald:hub:{secrets.token_hex(8)}"
-        self._pubsub: PubSub | None = None
+        self._lock = asyncio.Lock()
+        self._conn: AbstractConnection | None = None  # set while commands may be sent
+        self._sent: set[str] = set()  # SUBSCRIBE sent on the current connection
+        self._confirmed: set[str] = set()  # ... and confirmed by Redis
+        # SUBSCRIBE replies still to come per channel: after a quick leave and
+        # rejoin, the first reply belongs to the old SUBSCRIBE, not the new one.
+        self._outstanding: Counter[str] = Counter()
+        self._waiters: dict[str, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._connected = False
         self._reconnects = 0
@@ -78,20 +94,27 @@ class RedisHub:
         except TimeoutError as e:
             raise HubUnavailable("pub/sub connection not established") from e
 
-    @contextlib.asynccontextmanager
-    async def subscribe(self, channels: Sequence[str], maxsize: int) -> AsyncIterator[Subscription]:
-        sub = Subscription(tuple(channels), maxsize)
-        loop = asyncio.get_running_loop()
-        new = self._registry.add(sub)
+    def subscribe(self, channels: Sequence[str], maxsize: int) -> Subscribing:
+        return Subscribing(Subscription(tuple(channels), maxsize), self._join, self._leave)
+
+    def close_all(self) -> None:
+        self._registry.close_all()
+
+    # -- subscribers ----------------------------------------------------------
+
+    async def _join(self, sub: Subscription) -> None:
+        self._registry.add(sub)
         try:
-            for ch in new:
-                self._pending.setdefault(ch, loop.create_future())
-            if new and self._pubsub is not None and self._connected:
-                # If this write fails the reader reconnects and re-subscribes
-                # every registered channel, ours included, and confirms it.
-                with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.subscribe(*new)
-            waiting = [self._pending[ch] for ch in sub.channels if ch in self._pending]
+            async with self._lock:
+                need = [ch for ch in sub.channels if ch not in self._sent]
+                if need and self._conn is not None:
+                    await self._send("SUBSCRIBE", need)
+            loop = asyncio.get_running_loop()
+            waiting = [
+                self._waiters.setdefault(ch, loop.create_future())
+                for ch in sub.channels
+                if ch not in self._confirmed
+            ]
             if waiting:
                 try:
                     await asyncio.wait_for(
@@ -99,66 +122,108 @@ class RedisHub:
                     )
                 except TimeoutError as e:
                     raise HubUnavailable("Redis did not confirm the subscription") from e
-            yield sub
-        finally:
-            empty = self._registry.remove(sub)
-            if empty and self._pubsub is not None and self._connected:
-                with contextlib.suppress(RedisError, OSError):
-                    await asyncio.shield(self._pubsub.unsubscribe(*empty))
+        except BaseException:
+            await self._leave(sub)
+            raise
+
+    async def _leave(self, sub: Subscription) -> None:
+        if not self._registry.remove(sub):
+            return
+        async with self._lock:
+            # Re-check under the lock: another subscriber may have taken the
+            # channel again meanwhile, and must keep it.
+            gone = [ch for ch in sub.channels if ch not in self._registry.by_channel]
+            gone = [ch for ch in gone if ch in self._sent]
+            for ch in gone:
+                waiter = self._waiters.pop(ch, None)
+                if waiter is not None and not waiter.done():
+                    waiter.cancel()
+            if gone and self._conn is not None:
+                self._sent.difference_update(gone)
+                self._confirmed.difference_update(gone)
+                await self._send("UNSUBSCRIBE", gone)
+
+    async def _send(self, command: str, channels: list[str]) -> None:
+        """Write on the live connection; call holding ``_lock``.  A failure is left to
+        the reader, which re-subscribes every registered channel on reconnect."""
+        conn = self._conn
+        if conn is None or not conn.is_connected:
+            return
+        if command == "SUBSCRIBE":
+            self._sent.update(channels)
+            self._outstanding.update(channels)
+        try:
+            await conn.send_command(command, *channels, check_health=False)
+        except Exception as e:  # the reader sees the same failure and reconnects
+            log.debug("%s not sent: %s", command, e)
+
+    # -- the reader -----------------------------------------------------------
 
     async def _run(self) -> None:
         backoff = _BACKOFF_MIN_S
         first = True
         while True:
+            conn = self._make_connection()
             try:
-                await self._connect_and_read(first)
+                await self._read(conn, first)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, ConnectionError) as e:
-                if self._connected or first:
-                    log.warning("pub/sub connection lost: %s; reconnecting", e)
+            except Exception as e:
+                log.warning("pub/sub connection lost (%s: %s); reconnecting", type(e).__name__, e)
             finally:
+                was_connected = self._connected
                 self._connected = False
-                await self._drop_pubsub()
-            first = False
+                async with self._lock:
+                    self._conn = None
+                    self._sent.clear()
+                    self._confirmed.clear()
+                    self._outstanding.clear()
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)
+            if was_connected:
+                backoff = _BACKOFF_MIN_S
+                first = False
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
-    async def _connect_and_read(self, first: bool) -> None:
-        pubsub = self._client.pubsub()
-        # Publish the new connection before snapshotting the registry: a subscriber
-        # registering from now on sends its SUBSCRIBE on this connection.
-        self._pubsub = pubsub
-        awaiting = {self._control, *self._registry.by_channel}
-        await pubsub.subscribe(*awaiting)
+    async def _read(self, conn: AbstractConnection, first: bool) -> None:
+        async with self._lock:
+            await conn.connect()  # type: ignore[no-untyped-call]
+            self._conn = conn
+            awaiting = {self._control, *self._registry.by_channel}
+            await self._send("SUBSCRIBE", sorted(awaiting))
         last_seen = time.monotonic()
         while True:
-            message = await pubsub.get_message(timeout=self._ping_interval_s)
+            # push_request: pub/sub replies are returned, not handed to a push handler.
+            reply = await conn.read_response(timeout=self._ping_interval_s, push_request=True)
             now = time.monotonic()
-            if message is None:
+            if reply is None:
                 if now - last_seen > 3 * self._ping_interval_s:
                     raise ConnectionError("no answer to pings: connection presumed dead")
-                await pubsub.ping()
+                async with self._lock:
+                    await conn.send_command("PING", check_health=False)
                 continue
             last_seen = now
-            kind = message["type"]
-            if kind == "message":
-                channel = message["channel"].decode()
+            kind = reply[0]
+            if kind == b"message":
+                channel = reply[1].decode()
                 try:
-                    self._registry.deliver(parse_frame(channel, message["data"]))
+                    self._registry.deliver(parse_frame(channel, reply[2]))
                 except (ValueError, IndexError):
-                    log.error("malformed frame on %s dropped: %r", channel, message["data"][:80])
-            elif kind == "subscribe":
-                channel = message["channel"].decode()
+                    log.error("malformed frame on %s dropped: %r", channel, reply[2][:80])
+            elif kind == b"subscribe":
+                channel = reply[1].decode()
+                self._outstanding[channel] -= 1
+                if self._outstanding[channel] <= 0:
+                    del self._outstanding[channel]
+                if channel in self._sent and channel not in self._outstanding:
+                    self._confirmed.add(channel)
+                    waiter = self._waiters.pop(channel, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
                 awaiting.discard(channel)
-                self._confirm(channel)
                 if not awaiting and not self._connected:
                     self._on_connected(first)
-
-    def _confirm(self, channel: str) -> None:
-        fut = self._pending.pop(channel, None)
-        if fut is not None and not fut.done():
-            fut.set_result(None)
 
     def _on_connected(self, first: bool) -> None:
         self._connected = True
@@ -166,19 +231,8 @@ class RedisHub:
         if not first:
             self._reconnects += 1
             log.info("pub/sub reconnected; %d channels resubscribed", len(self._registry))
-        # Even the first connection may follow failed attempts during which
-        # subscribers registered; they are waiting on confirmations, not data.
-        if not first:
+            # Everything published while we were away is in the journal.
             self._registry.resync_all()
-
-    async def _drop_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-    def close_all(self) -> None:
-        self._registry.close_all()
 
     async def aclose(self) -> None:
         if self._reader is not None:
@@ -186,8 +240,6 @@ class RedisHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
             self._reader = None
-        await self._drop_pubsub()
-        await self._client.aclose()
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -31,8 +31,6 @@ from streams.recovery import Gap, GapReason, Step, classify, position_after_gap
 
 __all__ = ["Overflowed", "Session", "SessionLimits", "gap_envelope", "sse_frame"]
 
-# Live items handled per wake-up, so a burst becomes one write to the socket.
-_LIVE_BATCH = 256
 PING = b": ping\n\n"
 
 
@@ -171,21 +169,24 @@ class Session:
                 if chunk:
                     yield chunk
 
-    async def live(self, sub: Subscription, keepalive_s: float = 15.0) -> AsyncIterator[bytes]:
-        """Live frames until the subscription is closed (returns) or its queue
-        overflows (raises ``Overflowed``); a ``: ping`` comment after each
-        ``keepalive_s`` without anything to send."""
-        queue = sub.queue
+    async def live(
+        self, sub: Subscription, keepalive_s: float = 15.0, until: float | None = None
+    ) -> AsyncIterator[bytes]:
+        """Live frames until the subscription is closed or the loop time ``until``
+        (the token's expiry) passes, or its queue overflows (raises ``Overflowed``);
+        a ``: ping`` comment after each ``keepalive_s`` without anything to send.
+        One timer serves both the keepalive and the expiry."""
+        loop = asyncio.get_running_loop()
         while True:
+            wait = keepalive_s if until is None else min(keepalive_s, until - loop.time())
             try:
-                async with asyncio.timeout(keepalive_s):
-                    first = await queue.get()
+                async with asyncio.timeout(max(0.0, wait)):
+                    batch = await sub.take()
             except TimeoutError:
+                if until is not None and loop.time() >= until:
+                    return
                 yield PING
                 continue
-            batch = [first]
-            while len(batch) < _LIVE_BATCH and not queue.empty():
-                batch.append(queue.get_nowait())
             out: list[bytes] = []
             for item in batch:
                 if isinstance(item, Signal):

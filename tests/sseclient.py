@@ -69,7 +69,7 @@ class SseStream:
         except StopAsyncIteration:
             raise EOFError("the server ended the stream") from None
 
-    async def _parse(self) -> AsyncIterator[SseEvent]:
+    async def _parse(self) -> AsyncGenerator[SseEvent, None]:
         data: list[str] = []
         event_id: str | None = None
         event_type = "message"
