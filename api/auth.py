@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 _SECRET_FILE = "jwt_secret"
+_NO_ROLES: frozenset[str] = frozenset()
 
 
 class AuthError(Exception):
@@ -63,7 +64,8 @@ class Principal:
         roles = claims.get("roles", [])
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise AuthError(401, "bad_claims", "'roles' must be a list of strings")
-        return cls(sub, frozenset(roles), float(claims["exp"]))
+        # Most tokens carry no role: share one empty set instead of one per stream.
+        return cls(sub, frozenset(roles) if roles else _NO_ROLES, float(claims["exp"]))
 
 
 def load_or_create_secret(data_dir: Path) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 
 import orjson
 from starlette.requests import Request
@@ -18,7 +17,7 @@ from starlette.responses import Response
 
 from api.auth import AuthError, Principal
 from api.errors import ApiError
-from api.sse import Closer, EventStreamResponse
+from api.sse import Closer, Emit, EventStreamResponse
 from api.state import AppState, state_of
 from api.tickets import stream_cookie_name
 from journal.base import JournalUnavailable
@@ -122,7 +121,7 @@ async def stream_events(request: Request) -> Response:
         await state.budgets.release(principal.user, conn_id)
         raise
     response = EventStreamResponse(
-        lambda closer: _frames(state, principal, session, conn_id, closer),
+        lambda closer, emit: _stream(state, principal, session, conn_id, closer, emit),
         headers=SSE_HEADERS,
         send_timeout_s=settings.keepalive_s * 2,
     )
@@ -143,27 +142,29 @@ async def stream_events(request: Request) -> Response:
     return response
 
 
-async def _frames(
-    state: AppState, principal: Principal, session: Session, conn_id: str, closer: Closer
-) -> AsyncIterator[bytes]:
+async def _stream(
+    state: AppState,
+    principal: Principal,
+    session: Session,
+    conn_id: str,
+    closer: Closer,
+    emit: Emit,
+) -> None:
     settings = state.settings
     state.leases.track(principal.user, conn_id)
-    channels = [t.channel for t in session.targets.values()]
     # The stream ends when the token does; the client then reconnects and is
     # asked for a fresh credential.
     expires = asyncio.get_running_loop().time() + max(0.0, principal.expires_at - time.time())
     try:
-        yield f"retry: {settings.retry_ms}\n\n".encode()
-        async with state.hub.subscribe(channels, settings.client_queue) as sub:
+        await emit(f"retry: {settings.retry_ms}\n\n".encode())
+        async with state.hub.subscribe(session.channels, settings.client_queue) as sub:
             closer.attach(sub)
             await session.open()
             async for chunk in session.replay():
-                yield chunk
-            async for chunk in session.live(sub, settings.keepalive_s, expires):
-                yield chunk
+                await emit(chunk)
+            await session.live(sub, emit, settings.keepalive_s, expires)
     except (Overflowed, HubUnavailable, JournalUnavailable):
-        # Each ends this response; the client resumes from its last id.
-        return
+        return  # each ends this response; the client resumes from its last id
     finally:
         with contextlib.suppress(Exception):
             await asyncio.shield(state.leases.untrack(principal.user, conn_id))

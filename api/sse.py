@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from streams.hub import Subscription
 
-__all__ = ["Closer", "EventStreamResponse"]
+__all__ = ["Closer", "Emit", "EventStreamResponse"]
 
 
 class Closer:
@@ -48,45 +49,62 @@ class Closer:
             self.sub.close()
 
 
-async def _until_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+Emit = Callable[[bytes], Awaitable[None]]
+
+
+class _Gone(Exception):
+    """The client went away or stopped reading: stop producing."""
 
 
 class EventStreamResponse(StreamingResponse):
+    """Runs ``produce(closer, emit)``; each ``await emit(chunk)`` writes one chunk.
+
+    Push rather than an async generator: a generator held open per connection is
+    one more object graph per idle client.
+    """
+
     def __init__(
         self,
-        frames: Callable[[Closer], AsyncIterator[bytes]],
+        produce: Callable[[Closer, Emit], Awaitable[None]],
         *,
         headers: Mapping[str, str],
         send_timeout_s: float,
     ) -> None:
+        super().__init__((), headers=headers, media_type="text/event-stream")
+        self.produce = produce
         self.closer = Closer()
-        super().__init__(frames(self.closer), headers=headers, media_type="text/event-stream")
         self.send_timeout_s = send_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         closer = self.closer
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        watcher = asyncio.ensure_future(_until_disconnect(receive))
+        # A GET has nothing after its (empty) body message but the disconnect, so
+        # after taking that message the watcher is receive() itself.
+        first = await receive()
+        watcher: asyncio.Future[Any] = (
+            asyncio.ensure_future(receive())
+            if first["type"] != "http.disconnect"
+            else asyncio.get_running_loop().create_future()
+        )
+        if first["type"] == "http.disconnect":
+            watcher.set_result(first)
         watcher.add_done_callback(closer.close)
-        body = self.body_iterator
+
+        async def emit(chunk: bytes) -> None:
+            if watcher.done():
+                raise _Gone  # uvicorn would drop the bytes anyway
+            try:
+                async with asyncio.timeout(self.send_timeout_s):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except TimeoutError:
+                raise _Gone from None  # the client stopped reading
+
         try:
-            async for chunk in body:
-                if closer.closed and watcher.done():
-                    break  # the client is gone: uvicorn would drop the bytes anyway
-                try:
-                    async with asyncio.timeout(self.send_timeout_s):
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                except TimeoutError:
-                    break  # the client stopped reading
+            with contextlib.suppress(_Gone):
+                await self.produce(closer, emit)
             if not watcher.done():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.remove_done_callback(closer.close)
             watcher.cancel()
             closer.close()
-            aclose = getattr(body, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()

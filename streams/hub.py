@@ -185,41 +185,55 @@ class Hub(Protocol):
 
 
 class Registry:
-    """Reference counts shared by the hub implementations: channel -> subscribers."""
+    """Reference counts shared by the hub implementations: channel -> subscribers.
+
+    A channel with one subscriber (every private user stream, usually) maps to
+    that subscription itself; a set is made only for a second one.
+    """
 
     def __init__(self) -> None:
-        self.by_channel: dict[str, set[Subscription]] = {}
+        self.by_channel: dict[str, Subscription | set[Subscription]] = {}
 
     def add(self, sub: Subscription) -> list[str]:
         """Register; return the channels that had no subscriber before."""
         new = []
         for ch in sub.channels:
-            subs = self.by_channel.get(ch)
-            if subs is None:
-                subs = self.by_channel[ch] = set()
+            held = self.by_channel.get(ch)
+            if held is None:
+                self.by_channel[ch] = sub
                 new.append(ch)
-            subs.add(sub)
+            elif isinstance(held, set):
+                held.add(sub)
+            elif held is not sub:
+                self.by_channel[ch] = {held, sub}
         return new
 
     def remove(self, sub: Subscription) -> list[str]:
         """Unregister; return the channels left with no subscriber."""
         empty = []
         for ch in sub.channels:
-            subs = self.by_channel.get(ch)
-            if subs is None:
-                continue
-            subs.discard(sub)
-            if not subs:
+            held = self.by_channel.get(ch)
+            if held is sub:
                 del self.by_channel[ch]
                 empty.append(ch)
+            elif isinstance(held, set):
+                held.discard(sub)
+                if len(held) == 1:
+                    self.by_channel[ch] = next(iter(held))
         return empty
 
+    def subscribers(self, channel: str) -> tuple[Subscription, ...] | set[Subscription]:
+        held = self.by_channel.get(channel)
+        if held is None:
+            return ()
+        return held if isinstance(held, set) else (held,)
+
     def deliver(self, message: LiveMessage) -> None:
-        for sub in self.by_channel.get(message.channel, ()):
+        for sub in self.subscribers(message.channel):
             sub.offer(message)
 
     def _all(self) -> set[Subscription]:
-        return {sub for subs in self.by_channel.values() for sub in subs}
+        return {sub for ch in self.by_channel for sub in self.subscribers(ch)}
 
     def resync_all(self) -> None:
         for sub in self._all():

@@ -16,7 +16,7 @@ Everything the session sends is an SSE frame carrying the composite cursor as it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -85,7 +85,6 @@ class Session:
         a cap announced with a ``backlog_limit`` gap (SSE)."""
         self.journal = journal
         self.targets = dict(targets)
-        self.by_channel = {t.channel: key for key, t in self.targets.items()}
         self.limits = limits
         self._render = frame or sse_frame
         self._stop_at_limit = stop_at_limit
@@ -94,7 +93,7 @@ class Session:
         self._parts: dict[str, str] = {}
         self.delivered = 0
         self.gap_log: list[dict[str, object]] = []
-        self._live_only: set[str] = set()
+        self._live_only: list[str] = []
 
     # -- positions and frames -------------------------------------------------
 
@@ -154,7 +153,7 @@ class Session:
                 # arrives live (we subscribed before looking).
                 info = await self.journal.info(target)
                 self._set(key, Position(info.epoch, info.last or ZERO_ID))
-                self._live_only.add(key)
+                self._live_only.append(key)
 
     async def replay(self) -> AsyncIterator[bytes]:
         """Everything after the starting positions, stream by stream, in pages."""
@@ -170,12 +169,17 @@ class Session:
                     yield chunk
 
     async def live(
-        self, sub: Subscription, keepalive_s: float = 15.0, until: float | None = None
-    ) -> AsyncIterator[bytes]:
-        """Live frames until the subscription is closed or the loop time ``until``
+        self,
+        sub: Subscription,
+        emit: Callable[[bytes], Awaitable[None]],
+        keepalive_s: float = 15.0,
+        until: float | None = None,
+    ) -> None:
+        """Emit live frames until the subscription is closed or the loop time ``until``
         (the token's expiry) passes, or its queue overflows (raises ``Overflowed``);
         a ``: ping`` comment after each ``keepalive_s`` without anything to send.
-        One timer serves both the keepalive and the expiry."""
+        One timer serves both the keepalive and the expiry.  A coroutine that calls
+        ``emit`` rather than a generator: it is held by every idle connection."""
         loop = asyncio.get_running_loop()
         while True:
             wait = keepalive_s if until is None else min(keepalive_s, until - loop.time())
@@ -185,21 +189,21 @@ class Session:
             except TimeoutError:
                 if until is not None and loop.time() >= until:
                     return
-                yield PING
+                await emit(PING)
                 continue
             out: list[bytes] = []
             for item in batch:
                 if isinstance(item, Signal):
                     if item is not Signal.RESYNC:
                         if out:
-                            yield b"".join(out)
+                            await emit(b"".join(out))
                         if item is Signal.CLOSE:
                             return
                         raise Overflowed("live queue overflowed")
                     for key in self.targets:  # RESYNC: the hub may have missed messages
                         out += [c async for c, _ in self._read_journal(key, None)]
                     continue
-                key = self.by_channel[item.channel]
+                key = self._key_of(item.channel)
                 step = classify(self._pos[key], item.epoch, item.id, item.previous)
                 if step is Step.NEXT:
                     out.append(self._deliver(key, item.epoch, item.id, item.envelope))
@@ -207,7 +211,17 @@ class Session:
                     # A hole or a new epoch: the journal has the truth.
                     out += [c async for c, _ in self._read_journal(key, None)]
             if out:
-                yield b"".join(out)
+                await emit(b"".join(out))
+
+    def _key_of(self, channel: str) -> str:
+        for key, target in self.targets.items():
+            if target.channel == channel:
+                return key
+        raise KeyError(channel)
+
+    @property
+    def channels(self) -> list[str]:
+        return [t.channel for t in self.targets.values()]
 
     async def _read_journal(self, key: str, budget: int | None) -> AsyncIterator[tuple[bytes, int]]:
         """Pages of one stream after its position: (frames, events delivered) per page.
