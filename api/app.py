@@ -41,6 +41,9 @@ class Herald:
                 response = await stream_events(request)
             except Exception as exc:
                 response = await render_error(request, exc)
+            # The parsed request (query, headers, cookies) is not needed while the
+            # stream runs, and this frame lives as long as the stream.
+            del request
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -52,6 +53,11 @@ class Closer:
 Emit = Callable[[bytes], Awaitable[None]]
 
 
+@functools.cache
+def _encoded_headers(headers: tuple[tuple[str, str], ...]) -> list[tuple[bytes, bytes]]:
+    return StreamingResponse((), headers=dict(headers), media_type="text/event-stream").raw_headers
+
+
 class _Gone(Exception):
     """The client went away or stopped reading: stop producing."""
 
@@ -70,10 +76,17 @@ class EventStreamResponse(StreamingResponse):
         headers: Mapping[str, str],
         send_timeout_s: float,
     ) -> None:
-        super().__init__((), headers=headers, media_type="text/event-stream")
+        # Not StreamingResponse.__init__: every stream has the same headers, so they
+        # are encoded once and shared (copied only if a cookie is added).
+        self.raw_headers = _encoded_headers(tuple(headers.items()))
+        self.background = None
         self.produce = produce
         self.closer = Closer()
         self.send_timeout_s = send_timeout_s
+
+    def set_cookie(self, *args: Any, **kwargs: Any) -> None:
+        self.raw_headers = list(self.raw_headers)
+        super().set_cookie(*args, **kwargs)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         closer = self.closer

@@ -128,20 +128,31 @@ class Subscription:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        self._waiter = None
 
     def pending(self) -> int:
         return len(self._items)
 
+    def take_nowait(self) -> list[Live]:
+        """Everything queued, oldest first (possibly nothing)."""
+        items, self._items = self._items, []
+        return items
+
+    def arrival(self) -> asyncio.Future[None]:
+        """A future that completes when something is queued; await it when
+        ``take_nowait`` returned nothing.  (No coroutine frame per idle subscriber.)"""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            if self._items:
+                waiter.set_result(None)
+        return waiter
+
     async def take(self) -> list[Live]:
         """Everything queued, oldest first; waits while there is nothing."""
         while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        items, self._items = self._items, []
-        return items
+            await self.arrival()
+        return self.take_nowait()
 
 
 class Subscribing:

@@ -61,8 +61,8 @@ class RedisHub:
         self._control = f"herald:hub:{secrets.token_hex(8)}"
         self._lock = asyncio.Lock()
         self._conn: AbstractConnection | None = None  # set while commands may be sent
-        self._sent: set[str] = set()  # SUBSCRIBE sent on the current connection
-        self._confirmed: set[str] = set()  # ... and confirmed by Redis
+        # SUBSCRIBE sent on the current connection; confirmed once no reply is due.
+        self._sent: set[str] = set()
         # SUBSCRIBE replies still to come per channel: after a quick leave and
         # rejoin, the first reply belongs to the old SUBSCRIBE, not the new one.
         self._outstanding: Counter[str] = Counter()
@@ -113,7 +113,7 @@ class RedisHub:
             waiting = [
                 self._waiters.setdefault(ch, loop.create_future())
                 for ch in sub.channels
-                if ch not in self._confirmed
+                if not self._confirmed(ch)
             ]
             if waiting:
                 try:
@@ -140,8 +140,10 @@ class RedisHub:
                     waiter.cancel()
             if gone and self._conn is not None:
                 self._sent.difference_update(gone)
-                self._confirmed.difference_update(gone)
                 await self._send("UNSUBSCRIBE", gone)
+
+    def _confirmed(self, channel: str) -> bool:
+        return channel in self._sent and channel not in self._outstanding
 
     async def _send(self, command: str, channels: list[str]) -> None:
         """Write on the live connection; call holding ``_lock``.  A failure is left to
@@ -176,7 +178,6 @@ class RedisHub:
                 async with self._lock:
                     self._conn = None
                     self._sent.clear()
-                    self._confirmed.clear()
                     self._outstanding.clear()
                 with contextlib.suppress(Exception):
                     await conn.disconnect(nowait=True)
@@ -216,8 +217,7 @@ class RedisHub:
                 self._outstanding[channel] -= 1
                 if self._outstanding[channel] <= 0:
                     del self._outstanding[channel]
-                if channel in self._sent and channel not in self._outstanding:
-                    self._confirmed.add(channel)
+                if self._confirmed(channel):
                     waiter = self._waiters.pop(channel, None)
                     if waiter is not None and not waiter.done():
                         waiter.set_result(None)

@@ -90,20 +90,26 @@ class Session:
         self._stop_at_limit = stop_at_limit
         self._start = start
         self._pos: dict[str, Position] = {}
-        self._parts: dict[str, str] = {}
+        self._cursor: str | None = None  # rendered on demand, cached until a move
         self.delivered = 0
         self.gap_log: list[dict[str, object]] = []
-        self._live_only: list[str] = []
+        self._live_only: tuple[str, ...] = ()
 
     # -- positions and frames -------------------------------------------------
 
     def _set(self, key: str, pos: Position) -> None:
         self._pos[key] = pos
-        self._parts[key] = f"{key}~{pos.epoch or ''}~{pos.id}"
+        self._cursor = None
+
+    def _part(self, key: str) -> str:
+        pos = self._pos[key]
+        return f"{key}~{pos.epoch or ''}~{pos.id}"
 
     @property
     def cursor(self) -> str:
-        return ",".join(self._parts.values())
+        if self._cursor is None:
+            self._cursor = ",".join(self._part(key) for key in self._pos)
+        return self._cursor
 
     def position(self, key: str) -> Position:
         return self._pos[key]
@@ -153,7 +159,8 @@ class Session:
                 # arrives live (we subscribed before looking).
                 info = await self.journal.info(target)
                 self._set(key, Position(info.epoch, info.last or ZERO_ID))
-                self._live_only.append(key)
+                self._live_only += (key,)
+        self._start = None  # parsed once; not kept for the life of the stream
 
     async def replay(self) -> AsyncIterator[bytes]:
         """Everything after the starting positions, stream by stream, in pages."""
@@ -183,9 +190,12 @@ class Session:
         loop = asyncio.get_running_loop()
         while True:
             wait = keepalive_s if until is None else min(keepalive_s, until - loop.time())
+            batch = sub.take_nowait()
             try:
-                async with asyncio.timeout(max(0.0, wait)):
-                    batch = await sub.take()
+                if not batch:
+                    async with asyncio.timeout(max(0.0, wait)):
+                        await sub.arrival()
+                    batch = sub.take_nowait()
             except TimeoutError:
                 if until is not None and loop.time() >= until:
                     return
@@ -282,10 +292,10 @@ class Session:
         previous — the common case of a replay, where ``classify`` can only say NEXT.
         Only this stream's part of the cursor changes, so the rest is rendered once,
         and the position is stored once at the end.  Returns how many it delivered."""
-        keys = list(self._parts)
+        keys = list(self._pos)
         k = keys.index(key)
-        head = ",".join([*(self._parts[x] for x in keys[:k]), f"{key}~{epoch}~"])
-        tail = "".join("," + self._parts[x] for x in keys[k + 1 :])
+        head = ",".join([*(self._part(x) for x in keys[:k]), f"{key}~{epoch}~"])
+        tail = "".join("," + self._part(x) for x in keys[k + 1 :])
         render, prev, i = self._render, self._pos[key].id, start
         while i < end:
             entry = entries[i]
