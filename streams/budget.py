@@ -85,7 +85,9 @@ class LeaseKeeper:
 
     def __init__(self, budgets: Budgets) -> None:
         self.budgets = budgets
-        self._held: dict[str, set[str]] = {}
+        # (user, connection id) pairs, grouped by user only when renewing: a set
+        # per user would cost more than the connection itself for most users.
+        self._held: set[tuple[str, str]] = set()
         self._task: asyncio.Task[None] | None = None
 
     def new_id(self) -> str:
@@ -93,17 +95,13 @@ class LeaseKeeper:
 
     @property
     def open_connections(self) -> int:
-        return sum(len(ids) for ids in self._held.values())
+        return len(self._held)
 
     def track(self, user: str, conn_id: str) -> None:
-        self._held.setdefault(user, set()).add(conn_id)
+        self._held.add((user, conn_id))
 
     async def untrack(self, user: str, conn_id: str) -> None:
-        ids = self._held.get(user)
-        if ids is not None:
-            ids.discard(conn_id)
-            if not ids:
-                del self._held[user]
+        self._held.discard((user, conn_id))
         with contextlib.suppress(Exception):  # the lease expires on its own anyway
             await self.budgets.release(user, conn_id)
 
@@ -115,9 +113,12 @@ class LeaseKeeper:
         period = max(1.0, self.budgets.limits.lease_s / 3)
         while True:
             await asyncio.sleep(period)
-            for user, ids in list(self._held.items()):
+            by_user: dict[str, list[str]] = {}
+            for user, conn_id in self._held:
+                by_user.setdefault(user, []).append(conn_id)
+            for user, ids in by_user.items():
                 try:
-                    await self.budgets.acquire(user, sorted(ids))
+                    await self.budgets.acquire(user, ids)
                 except Exception as e:  # retried next period, well within the lease
                     log.warning("renewing connection leases of %s failed: %s", user, e)
 
