@@ -104,6 +104,7 @@ class _Subscriber(asyncio.Protocol):
         "connected",
         "dups",
         "events",
+        "gaps",
         "last_seq",
         "load",
         "other",
@@ -132,6 +133,7 @@ class _Subscriber(asyncio.Protocol):
         self.other = 0
         self.pings = 0
         self.last_seq = -1
+        self.gaps: set[int] = set()  # sequence numbers skipped over, not yet received
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -266,10 +268,18 @@ class _Subscriber(asyncio.Protocol):
         if phase != load.phase:
             self.stray += 1
             return
-        if seq <= self.last_seq:
+        last = self.last_seq
+        if seq > last:
+            if seq > last + 1:
+                # Skipped sequence numbers may still come: several publishes in flight can
+                # reach the server in another order than their numbers.
+                self.gaps.update(range(last + 1, seq))
+            self.last_seq = seq
+        elif seq in self.gaps:
+            self.gaps.discard(seq)
+        else:
             self.dups += 1
             return
-        self.last_seq = seq
         self.events += 1
         load.latencies_ms.append((now - t) * 1e-6)
         load.last_event_ns = now
@@ -385,6 +395,7 @@ class SseLoad:
         for sub in self.subscribers:
             sub.events = sub.dups = sub.stray = sub.other = sub.pings = 0
             sub.last_seq = -1
+            sub.gaps = set()
 
     def snapshot(self) -> LoadSnapshot:
         subs = self.subscribers

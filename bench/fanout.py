@@ -19,21 +19,30 @@ baseline), then:
 4. one publisher process sends ``--rate`` events/s for ``--duration`` s to the one channel;
    every subscriber counts what it receives and the publish-to-receive latency from the
    publisher's ``time.time_ns()`` carried in the payload.  Delivered events/s is all
-   events received by all subscribers over the publishing window; completeness is
-   received / (subscribers x published).
+   events received by all subscribers, divided by the time from the first publish to the
+   last event received (at least the publishing window, so a server that falls behind is
+   not credited for late deliveries); completeness is received / (subscribers x
+   published).  The CPU used by the server, this client, the publisher, Redis and
+   everything else on the machine is reported too: on 2 shared cores that says who the
+   bottleneck was and how noisy the run was.
 
 A final "max" case (``--sat-clients`` subscribers, publisher as fast as it can for
-``--sat-seconds``) compares delivered events/s at saturation.
+``--sat-seconds`` with ``--sat-concurrency`` publishes in flight) compares delivered
+events/s at saturation.
 
 The publisher runs in its own process so that its pacing and timestamps are not delayed by
-the subscriber loop, which is the busiest thing on a 2-core machine.  Herald is fed
-through its Python journal (``RedisJournal.publish``: what Herald's own publishers do) or,
-with ``--herald-publish http``, through ``POST /api/publish`` on the server under test,
-which is what Nchan's publisher location costs its worker.
+the subscriber loop, which is the busiest thing on a 2-core machine.  Nchan is fed through
+its publisher location.  Herald is fed, by default, through its Python journal
+(``RedisJournal.publish``, what Herald's own producers do) in the paced cases and through
+``POST /api/publish`` in the max case, so that, as with Nchan, the publish rate is bounded
+by what the server under test sustains (``--herald-publish`` overrides both).
 
+Both servers use ``--redis-url`` (default: the shared Redis at 127.0.0.1:6379), or with
+``--own-redis`` a private redis-server started for the run: use that when others use the
+shared one, since their load and fault-injection tests (CLIENT KILL) disturb the figures.
 Every Redis key the run creates contains a random ``bench-<hex>`` tag (Herald topics and
-users, Nchan's key namespace) and is deleted at the end, also after Ctrl-C; the database is
-never flushed because it is shared.
+users, Nchan's key namespace) and is deleted at the end, also after Ctrl-C or SIGTERM;
+the database is never flushed because it is shared.
 """
 
 from __future__ import annotations
@@ -95,6 +104,42 @@ TARGET_P99_MS = 100.0
 TARGET_LOAD = (1000, 10.0)  # clients, events/s: where the p99 and the Nchan comparison apply
 
 
+class BenchError(Exception):
+    """A case could not be measured (server did not start, subscribers could not connect…)."""
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------
+# Servers under test
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def http_status(port: int, path: str, timeout_s: float = 1.0) -> int | None:
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
 class PrivateRedis:
     """A throwaway redis-server on a free loopback port, for ``--own-redis``.
 
@@ -153,42 +198,6 @@ class PrivateRedis:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
-
-
-class BenchError(Exception):
-    """A case could not be measured (server did not start, subscribers could not connect…)."""
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------------------
-# Servers under test
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def http_status(port: int, path: str, timeout_s: float = 1.0) -> int | None:
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().status
-    except OSError:
-        return None
-    finally:
-        conn.close()
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 class Server(ABC):
@@ -338,7 +347,12 @@ class NchanServer(Server):
         ).encode()
 
     def publisher_spec(self) -> dict[str, Any]:
-        return {"kind": "nchan", "port": self.port, "path": f"/pub/{self.channel}"}
+        return {
+            "kind": "nchan",
+            "port": self.port,
+            "path": f"/pub/{self.channel}",
+            "topic": self.channel,
+        }
 
 
 @dataclass
@@ -449,6 +463,10 @@ def envelope(phase: int, seq: int, subject: str) -> dict[str, Any]:
     }
 
 
+class PublishRefused(Exception):
+    """The server answered a publish with an error status."""
+
+
 class HttpPoster:
     """Minimal keep-alive HTTP/1.1 POST client for the publisher (no extra dependency)."""
 
@@ -498,7 +516,7 @@ async def publisher_main(spec: dict[str, Any]) -> dict[str, Any]:
     max_events: int = spec["max_events"]
     concurrency: int = spec["concurrency"] if rate <= 0 else 1
     kind: str = spec["kind"]
-    topic = spec.get("topic") or spec.get("path", "")
+    topic: str = spec["topic"]
     subject = f"topic:{topic}"
 
     senders: list[Callable[[int], Any]] = []
@@ -535,7 +553,9 @@ async def publisher_main(spec: dict[str, Any]) -> dict[str, Any]:
                     body = orjson.dumps({"topic": topic, "type": "bench.tick", "data": data})
                 status = await poster.post(spec["path"], body)
                 # Nchan: 201 when subscribers got it, 202 when queued; Herald: 201.
-                return status in (200, 201, 202)
+                if status not in (200, 201, 202):
+                    raise PublishRefused(f"HTTP {status}")
+                return True
 
             senders.append(http_send)
             closers.append(poster.close)
@@ -556,7 +576,7 @@ async def publisher_main(spec: dict[str, Any]) -> dict[str, Any]:
                 ok = await sender(seq)
         except Exception as e:  # any failure is counted, the run goes on
             ok = False
-            first_error = first_error or f"{type(e).__name__}: {e}"
+            first_error = first_error or f"{type(e).__name__}: {e or 'no detail'}"
         if ok:
             published += 1
         else:
@@ -578,7 +598,8 @@ async def publisher_main(spec: dict[str, Any]) -> dict[str, Any]:
         async def worker(sender: Callable[[int], Any]) -> None:
             nonlocal next_seq
             while time.monotonic() < end and next_seq < max_events:
-                # Sequence numbers must rise per subscriber, so take one before awaiting.
+                # Take a number before awaiting so no two publishes share one.  Concurrent
+                # publishes may still reach the server out of order; subscribers allow that.
                 seq = next_seq
                 next_seq += 1
                 await send(sender, seq)
@@ -824,8 +845,16 @@ async def run_case(
             f"{server.name}: {report.connected}/{result.clients} subscribers in "
             f"{report.seconds:.1f} s (errors: {describe_errors(report.errors)})"
         )
+        hint = ""
+        if "HTTP 503" in report.errors:
+            # Nchan answers 503 while it has no Redis link, e.g. after someone else's
+            # CLIENT KILL on a shared Redis.
+            hint = " (503: the server lost Redis? with a shared Redis, try --own-redis)"
         if report.connected == 0:
-            raise BenchError("no subscriber could connect")
+            raise BenchError(f"no subscriber could connect{hint}")
+        if report.errors:
+            note = f"{report.requested - report.connected} subscribers failed to connect{hint}"
+            result.error_note = "; ".join(x for x in (result.error_note, note) if x)
         # Let the server finish per-connection work it does after the response head.
         await asyncio.sleep(args.settle)
         procs = server.processes()
@@ -887,6 +916,10 @@ async def run_case(
         result.lost_connections = snap.lost
         result.starved = snap.starved
         result.min_events = snap.min_events
+        if snap.dups:
+            note = f"{snap.dups} duplicate deliveries (not counted)"
+            log(f"{server.name}: {note}")
+            result.error_note = "; ".join(x for x in (result.error_note, note) if x)
         if snap.starved:
             note = f"{snap.starved} open subscribers received nothing"
             log(f"{server.name}: {note}")
