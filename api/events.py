@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import orjson
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -66,6 +68,15 @@ def parse_cursor(text: str | None) -> Cursor | None:
         raise ApiError(400, "bad_cursor", str(e)) from e
 
 
+@contextlib.asynccontextmanager
+async def _journal_errors_as_503() -> AsyncIterator[None]:
+    """Redis failing on the way in is the server's problem, not a 500."""
+    try:
+        yield
+    except (RedisError, OSError) as e:
+        raise ApiError(503, "journal_unavailable", "Redis is unavailable; retry shortly") from e
+
+
 def session_limits(state: AppState, **overrides: int) -> SessionLimits:
     s = state.settings
     base = {"replay_page": s.replay_page, "max_replay_events": s.max_replay_events}
@@ -83,7 +94,8 @@ async def charge_if_replaying(
         raise ApiError(503, e.code, "the journal is unavailable; retry shortly") from e
     if not backlog:
         return
-    wait_s = await state.budgets.charge_replay(principal.user)
+    async with _journal_errors_as_503():
+        wait_s = await state.budgets.charge_replay(principal.user)
     if wait_s > 0:
         raise ApiError(
             429,
@@ -95,6 +107,9 @@ async def charge_if_replaying(
 
 
 async def stream_events(request: Request) -> Response:
+    if request.method == "HEAD":
+        # Answering it would need the credential (and spend a ticket) for nothing.
+        raise ApiError(405, "method_not_allowed", "use GET for the event stream")
     state = state_of(request)
     settings = state.settings
     principal, via = await state.auth.identify(request, state.tickets)
@@ -102,43 +117,45 @@ async def stream_events(request: Request) -> Response:
     cursor = parse_cursor(
         request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     )
-    if request.method == "HEAD":
-        # The same checks and headers, no stream (it would never end a HEAD response).
-        return Response(headers=SSE_HEADERS, media_type="text/event-stream")
     session = Session(state.journal, targets, cursor, session_limits(state))
     conn_id = state.leases.new_id()
-    if await state.budgets.acquire(principal.user, [conn_id]) < 1:
+    async with _journal_errors_as_503():
+        held = await state.budgets.acquire(principal.user, [conn_id])
+    if held < 1:
         raise ApiError(
             429,
             "too_many_connections",
             f"user already has {settings.max_connections_per_user} open streams",
             headers={"Retry-After": "5"},
         )
-    # If the stream never starts, the slot is not tracked and its lease lapses.
+    # Until the stream starts, every refusal gives the slot back (and should the
+    # stream never start at all, the untracked lease lapses on its own).
     try:
         await charge_if_replaying(state, principal, session)
-    except BaseException:
-        await state.budgets.release(principal.user, conn_id)
-        raise
-    response = EventStreamResponse(
-        lambda closer, emit: _stream(state, principal, session, conn_id, closer, emit),
-        headers=SSE_HEADERS,
-        send_timeout_s=settings.keepalive_s * 2,
-    )
-    if via == "ticket":
-        # Let EventSource's own reconnects (same URL, spent ticket) back in.
-        ticket = request.query_params["ticket"]
-        ttl_s = max(1, int(principal.expires_at - time.time()))
-        secret = await state.tickets.open_session(ticket, principal.to_claims(), ttl_s)
-        response.set_cookie(
-            stream_cookie_name(ticket),
-            secret,
-            max_age=ttl_s,
-            path="/api/events",
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
+        response = EventStreamResponse(
+            lambda closer, emit: _stream(state, principal, session, conn_id, closer, emit),
+            headers=SSE_HEADERS,
+            send_timeout_s=settings.keepalive_s * 2,
         )
+        if via == "ticket":
+            # Let EventSource's own reconnects (same URL, spent ticket) back in.
+            ticket = request.query_params["ticket"]
+            ttl_s = max(1, int(principal.expires_at - time.time()))
+            async with _journal_errors_as_503():
+                secret = await state.tickets.open_session(ticket, principal.to_claims(), ttl_s)
+            response.set_cookie(
+                stream_cookie_name(ticket),
+                secret,
+                max_age=ttl_s,
+                path="/api/events",
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await state.budgets.release(principal.user, conn_id)
+        raise
     return response
 
 
@@ -182,7 +199,9 @@ async def history(request: Request) -> Response:
     targets = readable_targets(state, principal, request.query_params.getlist("topic"))
     cursor = parse_cursor(request.query_params.get("after"))
     raw_limit = request.query_params.get("limit", "100")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_HISTORY_LIMIT:
+    if not (raw_limit.isascii() and raw_limit.isdecimal()) or not (
+        1 <= int(raw_limit) <= MAX_HISTORY_LIMIT
+    ):
         raise ApiError(400, "bad_limit", f"limit must be a whole number 1..{MAX_HISTORY_LIMIT}")
     limit = int(raw_limit)
     events: list[bytes] = []

@@ -17,6 +17,7 @@ __all__ = ["NAME_RE", "ZERO_ID", "CursorError", "StreamId", "Target"]
 # No braces (they would break the hash tag), no whitespace or control characters.
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@|:+=-]{1,200}$")
 _ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+_U64_MAX = 2**64 - 1
 
 
 class CursorError(ValueError):
@@ -35,7 +36,10 @@ class StreamId:
         m = _ID_RE.match(text)
         if m is None:
             raise CursorError(f"malformed stream id {text!r}: expected '<ms>-<seq>'")
-        return cls(int(m.group(1)), int(m.group(2)))
+        ms, seq = int(m.group(1)), int(m.group(2))
+        if ms > _U64_MAX or seq > _U64_MAX:
+            raise CursorError(f"stream id {text!r} is out of range (parts are 64-bit)")
+        return cls(ms, seq)
 
     def __str__(self) -> str:
         return f"{self.ms}-{self.seq}"
@@ -43,6 +47,11 @@ class StreamId:
     @property
     def is_zero(self) -> bool:
         return self.ms == 0 and self.seq == 0
+
+    @property
+    def is_max(self) -> bool:
+        """Nothing can come after it (Redis refuses a range starting past it)."""
+        return self.ms == _U64_MAX and self.seq == _U64_MAX
 
 
 ZERO_ID = StreamId(0, 0)

@@ -177,6 +177,8 @@ class RedisJournal:
         raise AssertionError("unreachable")
 
     async def read_after(self, target: Target, after: StreamId, *, limit: int) -> Page:
+        if after.is_max:
+            return Page((await self.info(target)).epoch, [])
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.hget(target.meta_key, "epoch")

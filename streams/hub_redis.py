@@ -132,12 +132,12 @@ class RedisHub:
         async with self._lock:
             # Re-check under the lock: another subscriber may have taken the
             # channel again meanwhile, and must keep it.
-            gone = [ch for ch in sub.channels if ch not in self._registry.by_channel]
-            gone = [ch for ch in gone if ch in self._sent]
-            for ch in gone:
+            unwanted = [ch for ch in sub.channels if ch not in self._registry.by_channel]
+            for ch in unwanted:
                 waiter = self._waiters.pop(ch, None)
                 if waiter is not None and not waiter.done():
                     waiter.cancel()
+            gone = [ch for ch in unwanted if ch in self._sent]
             if gone and self._conn is not None:
                 self._sent.difference_update(gone)
                 await self._send("UNSUBSCRIBE", gone)
@@ -202,6 +202,10 @@ class RedisHub:
                 if now - last_seen > 3 * self._ping_interval_s:
                     raise ConnectionError("no answer to pings: connection presumed dead")
                 async with self._lock:
+                    # redis-py would silently reconnect a closed connection here (one
+                    # a failed SUBSCRIBE closed), with no subscriptions on it.
+                    if not conn.is_connected:
+                        raise ConnectionError("pub/sub connection closed")
                     await conn.send_command("PING", check_health=False)
                 continue
             last_seen = now

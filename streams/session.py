@@ -189,6 +189,8 @@ class Session:
         ``emit`` rather than a generator: it is held by every idle connection."""
         loop = asyncio.get_running_loop()
         while True:
+            if until is not None and loop.time() >= until:
+                return  # also for a stream too busy to ever time out waiting
             wait = keepalive_s if until is None else min(keepalive_s, until - loop.time())
             batch = sub.take_nowait()
             try:

@@ -217,7 +217,15 @@ async def test_refusals_before_the_stream_starts(server: HeraldProcess, unique: 
             ("/api/events?last_event_id=not-a-cursor", user, 400, "bad_cursor"),
             ("/api/events/history?limit=5000", user, 400, "bad_limit"),
             ("/api/events/history?after=u~zz~1-0", user, 400, "bad_cursor"),
+            ("/api/events/history?limit=%C2%B2", user, 400, "bad_limit"),  # "²" is a digit
+            ("/api/events/history?after=99999999999999999999-0", user, 400, "bad_cursor"),
         ]
         for path, headers, status, code in cases:
             r = await http.get(path, headers=headers)
             assert (r.status_code, r.json()["error"]) == (status, code), path
+        # The largest possible id is valid, and nothing comes after it.
+        top = "18446744073709551615-18446744073709551615"
+        r = await http.get(f"/api/events/history?after={top}", headers=user)
+        assert r.status_code == 200 and r.json()["events"] == []
+        head = await http.head("/api/events", headers=user)
+        assert head.status_code == 405

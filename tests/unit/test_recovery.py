@@ -102,3 +102,11 @@ def test_replay_delivers_kept_entries_and_gaps_only_when_something_is_gone(
     assert delivered == [e for e, _ in kept if e > (sid(cursor_at) if cursor_at else ZERO_ID)]
     missing = range(cursor_at + 1, kept_from + 1)  # wanted by the client, no longer kept
     assert gaps == (1 if len(missing) > 0 else 0)
+
+
+@pytest.mark.parametrize(
+    "text", ["18446744073709551616-0", "1-18446744073709551616", "99999999999999999999-0"]
+)
+def test_ids_beyond_64_bits_are_malformed(text: str):
+    with pytest.raises(CursorError, match="out of range"):
+        StreamId.parse(text)

@@ -247,3 +247,19 @@ async def test_no_cursor_and_no_stream_yet_then_first_event_arrives_live():
         live = Live(s, sub)
         await publish(h.journal, 1, 2)
         assert numbers(await live.take(2)) == [1, 2]
+
+
+async def test_an_expired_token_ends_even_a_stream_that_is_never_idle():
+    h = Harness()
+    s = h.session()
+    async with h.hub.subscribe(s.channels, h.queue) as sub:
+        await s.open()
+        await publish(h.journal, 1, 5)  # always something to send
+        emitted: list[bytes] = []
+
+        async def emit(chunk: bytes) -> None:
+            emitted.append(chunk)
+
+        async with asyncio.timeout(2):
+            await s.live(sub, emit, until=asyncio.get_running_loop().time() - 1)
+    assert emitted == []
