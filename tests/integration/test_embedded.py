@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import psutil
 import psycopg
@@ -29,20 +31,32 @@ from journal.embedded import EmbeddedServices
 
 services = EmbeddedServices(Path(sys.argv[1]))
 services.start()
-ready = Path(sys.argv[2])
-tmp = ready.with_suffix(".tmp")
-tmp.write_text(json.dumps({"redis_url": services.redis_url, "database_url": services.database_url}))
-tmp.rename(ready)
+urls = {"redis_url": services.redis_url, "database_url": services.database_url}
+print(json.dumps(urls), flush=True)
 threading.Event().wait()
 """
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
+def _read_line(stream: IO[bytes], timeout: float, what: str) -> bytes:
+    """One line from a child's stdout, within a deadline (select, not polling)."""
+    readable, _, _ = select.select([stream], [], [], timeout)
+    if not readable:
+        pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    return stream.readline()
+
+
+def _wait_exit(proc: psutil.Process, timeout: float, what: str) -> None:
+    """Until ``proc`` (not our child, so not waitable) exits: a pidfd becomes
+    readable when the process terminates, reaped or not."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:
+        return
+    try:
+        if not select.select([fd], [], [], timeout)[0]:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+    finally:
+        os.close(fd)
 
 
 def _servers_under(root: Path) -> list[psutil.Process]:
@@ -57,13 +71,6 @@ def _servers_under(root: Path) -> list[psutil.Process]:
         ):
             found.append(proc)
     return found
-
-
-def _gone(proc: psutil.Process) -> bool:
-    try:
-        return bool(proc.status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
 
 
 def _pg_url(services: EmbeddedServices) -> str:
@@ -120,19 +127,19 @@ def test_start_stop_persists_and_leaves_nothing_running(data_dir: Path) -> None:
 
 
 def test_sigkilled_owner_leaks_no_redis_and_next_start_recovers(data_dir: Path) -> None:
-    ready = data_dir.parent / "ready.json"
     with (data_dir.parent / "child.log").open("wb") as log:
         child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(data_dir), str(ready)],
+            [sys.executable, "-c", CHILD, str(data_dir)],
             cwd=REPO_ROOT,
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.PIPE,
+            stderr=log,
         )
+    assert child.stdout is not None
     try:
-        _wait_for(lambda: ready.exists() or child.poll() is not None, 60, "child services")
-        assert child.poll() is None, (data_dir.parent / "child.log").read_text()
-        urls = json.loads(ready.read_text())
+        line = _read_line(child.stdout, 60, "child services")
+        assert line, (data_dir.parent / "child.log").read_text()
+        urls = json.loads(line)
         crashed = EmbeddedServices(data_dir, urls["redis_url"], urls["database_url"])
         _write(crashed, "before-crash")
         redis_servers = [
@@ -142,8 +149,9 @@ def test_sigkilled_owner_leaks_no_redis_and_next_start_recovers(data_dir: Path) 
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(10)
+        child.stdout.close()
 
-    _wait_for(lambda: _gone(redis_servers[0]), 15, "redis-server to follow its dead parent")
+    _wait_exit(redis_servers[0], 15, "redis-server to follow its dead parent")
     # Postgres is daemonised by pg_ctl, so it survives; the next start must cope with it.
     assert [p.name() for p in _servers_under(data_dir)] == ["postgres"]
 

@@ -81,7 +81,6 @@ async def status_within(
         async with opened(http, path, headers) as r:
             if r.status_code == want:
                 return time.monotonic()
-        await asyncio.sleep(0.1)  # pacing between attempts
     raise AssertionError(f"{path} did not answer {want} within {seconds}s")
 
 
@@ -146,7 +145,6 @@ async def test_replay_budget(server: HeraldProcess, unique: str):
         deadline = charged_at + 8
         while (await http.get(history, headers=headers)).status_code == 429:
             assert time.monotonic() < deadline, "still refused long after the window"
-            await asyncio.sleep(0.2)  # pacing the retries
         assert time.monotonic() - charged_at < 3 + 1.5
 
 
