@@ -133,7 +133,8 @@ async def stream_events(request: Request) -> Response:
     try:
         await charge_if_replaying(state, principal, session)
         response = EventStreamResponse(
-            lambda closer, emit: _stream(state, principal, session, conn_id, closer, emit),
+            _stream,
+            (state, principal, session, conn_id),
             headers=SSE_HEADERS,
             send_timeout_s=settings.keepalive_s * 2,
         )

@@ -71,22 +71,39 @@ class EventStreamResponse(StreamingResponse):
 
     def __init__(
         self,
-        produce: Callable[[Closer, Emit], Awaitable[None]],
+        produce: Callable[..., Awaitable[None]],
+        args: tuple[Any, ...],
         *,
         headers: Mapping[str, str],
         send_timeout_s: float,
     ) -> None:
+        """``produce(*args, closer, emit)`` runs the stream.  Arguments, not a closure:
+        a closure's cells cost more than a tuple, once per open stream."""
         # Not StreamingResponse.__init__: every stream has the same headers, so they
         # are encoded once and shared (copied only if a cookie is added).
         self.raw_headers = _encoded_headers(tuple(headers.items()))
         self.background = None
         self.produce = produce
+        self.args = args
         self.closer = Closer()
         self.send_timeout_s = send_timeout_s
+        self._send: Send | None = None
+        self._watcher: asyncio.Future[Any] | None = None
 
     def set_cookie(self, *args: Any, **kwargs: Any) -> None:
         self.raw_headers = list(self.raw_headers)
         super().set_cookie(*args, **kwargs)
+
+    async def emit(self, chunk: bytes) -> None:
+        """Write one chunk; raises ``_Gone`` when the client left or stopped reading."""
+        assert self._send is not None and self._watcher is not None
+        if self._watcher.done():
+            raise _Gone  # uvicorn would drop the bytes anyway
+        try:
+            async with asyncio.timeout(self.send_timeout_s):
+                await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except TimeoutError:
+            raise _Gone from None  # the client stopped reading
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         closer = self.closer
@@ -102,22 +119,14 @@ class EventStreamResponse(StreamingResponse):
         if first["type"] == "http.disconnect":
             watcher.set_result(first)
         watcher.add_done_callback(closer.close)
-
-        async def emit(chunk: bytes) -> None:
-            if watcher.done():
-                raise _Gone  # uvicorn would drop the bytes anyway
-            try:
-                async with asyncio.timeout(self.send_timeout_s):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except TimeoutError:
-                raise _Gone from None  # the client stopped reading
-
+        self._send, self._watcher = send, watcher
         try:
             with contextlib.suppress(_Gone):
-                await self.produce(closer, emit)
+                await self.produce(*self.args, closer, self.emit)
             if not watcher.done():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.remove_done_callback(closer.close)
             watcher.cancel()
             closer.close()
+            self._send = self._watcher = None
