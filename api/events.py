@@ -106,7 +106,7 @@ async def charge_if_replaying(
         )
 
 
-async def stream_events(request: Request) -> Response:
+async def stream_events(request: Request) -> Response | EventStreamResponse:
     if request.method == "HEAD":
         # Answering it would need the credential (and spend a ticket) for nothing.
         raise ApiError(405, "method_not_allowed", "use GET for the event stream")

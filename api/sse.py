@@ -22,7 +22,7 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from streams.hub import Subscription
@@ -62,12 +62,23 @@ class _Gone(Exception):
     """The client went away or stopped reading: stop producing."""
 
 
-class EventStreamResponse(StreamingResponse):
+class EventStreamResponse:
     """Runs ``produce(closer, emit)``; each ``await emit(chunk)`` writes one chunk.
 
     Push rather than an async generator: a generator held open per connection is
-    one more object graph per idle client.
+    one more object graph per idle client. Not a Starlette ``Response`` subclass,
+    whose per-instance dict would cost more than these slots.
     """
+
+    __slots__ = (
+        "_send",
+        "_watcher",
+        "args",
+        "closer",
+        "produce",
+        "raw_headers",
+        "send_timeout_s",
+    )
 
     def __init__(
         self,
@@ -82,7 +93,6 @@ class EventStreamResponse(StreamingResponse):
         # Not StreamingResponse.__init__: every stream has the same headers, so they
         # are encoded once and shared (copied only if a cookie is added).
         self.raw_headers = _encoded_headers(tuple(headers.items()))
-        self.background = None
         self.produce = produce
         self.args = args
         self.closer = Closer()
@@ -91,8 +101,10 @@ class EventStreamResponse(StreamingResponse):
         self._watcher: asyncio.Future[Any] | None = None
 
     def set_cookie(self, *args: Any, **kwargs: Any) -> None:
-        self.raw_headers = list(self.raw_headers)
-        super().set_cookie(*args, **kwargs)
+        """As ``Response.set_cookie``; the shared header list is copied first."""
+        formatter = Response()
+        formatter.set_cookie(*args, **kwargs)
+        self.raw_headers = [*self.raw_headers, formatter.raw_headers[-1]]
 
     async def emit(self, chunk: bytes) -> None:
         """Write one chunk; raises ``_Gone`` when the client left or stopped reading."""
