@@ -24,6 +24,7 @@ __all__ = [
     "InvalidEnvelope",
     "Prepared",
     "decode",
+    "envelope_id",
     "format_time",
     "prepare",
     "splice",
@@ -80,6 +81,11 @@ class Prepared:
 
 def splice(id_: str, tail: bytes) -> bytes:
     return HEAD + id_.encode() + tail
+
+
+def envelope_id(envelope: bytes) -> bytes:
+    """The id of a spliced envelope, read from its fixed prefix without parsing JSON."""
+    return envelope[len(HEAD) : envelope.index(b'"', len(HEAD))]
 
 
 def prepare(
@@ -140,20 +146,6 @@ class Envelope:
     time: str
     data: dict[str, Any]
     subject: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "specversion": "1.0",
-            "id": self.id,
-            "source": self.source,
-            "type": self.type,
-            "time": self.time,
-        }
-        if self.subject is not None:
-            d["subject"] = self.subject
-        d["datacontenttype"] = "application/json"
-        d["data"] = self.data
-        return d
 
 
 def decode(raw: bytes | str) -> Envelope:

@@ -39,12 +39,6 @@ def _sid(raw: bytes | str) -> StreamId | None:
     return StreamId.parse(text) if text else None
 
 
-def _trusted_sid(raw: bytes) -> StreamId:
-    # For ids our own script just produced: no regex, they are well-formed.
-    ms, _, seq = raw.partition(b"-")
-    return StreamId(int(ms), int(seq))
-
-
 class _Ids:
     """Parses ids our own script wrote (split, not regex-validated).  In a chain of
     entries each previous id is the id parsed just before, so that one is reused."""
@@ -58,7 +52,7 @@ class _Ids:
         if not raw:
             return None
         if raw != self.raw:
-            self.raw, self.id = raw, _trusted_sid(raw)
+            self.raw, self.id = raw, StreamId.from_bytes(raw)
         return self.id
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from journal.positions import NAME_RE, ZERO_ID, CursorError, StreamId, Target
 
-__all__ = ["USER_KEY", "Cursor", "Position", "key_of", "target_of"]
+__all__ = ["USER_KEY", "Cursor", "Position", "item_prefix", "key_of", "render"]
 
 USER_KEY = "u"
 _EPOCH_RE = re.compile(r"^[0-9a-f]{1,32}$")
@@ -35,19 +35,12 @@ def key_of(target: Target) -> str:
     return USER_KEY if target.kind == "u" else f"t:{target.name}"
 
 
-def target_of(key: str, user: str) -> Target:
-    return Target.user(user) if key == USER_KEY else Target.topic(key[2:])
-
-
 @dataclass(frozen=True, slots=True)
 class Position:
     """A point in one stream: after entry ``id`` of epoch ``epoch`` (None: not known yet)."""
 
     epoch: str | None
     id: StreamId = ZERO_ID
-
-    def render(self) -> str:
-        return f"{self.epoch or ''}~{self.id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,5 +81,10 @@ class Cursor:
         return self.positions.get(key)
 
 
+def item_prefix(key: str, epoch: str | None) -> str:
+    """One cursor item is ``item_prefix(key, epoch) + str(id)``."""
+    return f"{key}~{epoch or ''}~"
+
+
 def render(items: Iterable[tuple[str, Position]]) -> str:
-    return ",".join(f"{key}~{pos.render()}" for key, pos in items)
+    return ",".join(item_prefix(key, pos.epoch) + str(pos.id) for key, pos in items)

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from journal.envelope import HEAD
+from journal.envelope import envelope_id
 from journal.positions import StreamId
 
 __all__ = [
@@ -72,13 +72,13 @@ def parse_frame(channel: str, frame: bytes) -> LiveMessage:
     The id is read from the envelope's fixed prefix, so no JSON is parsed.
     """
     epoch, previous, envelope = frame.split(b" ", 2)
-    end = envelope.index(b'"', len(HEAD))
-    ms, _, seq = envelope[len(HEAD) : end].partition(b"-")
-    prev = None
-    if previous:
-        pms, _, pseq = previous.partition(b"-")
-        prev = StreamId(int(pms), int(pseq))
-    return LiveMessage(channel, epoch.decode(), prev, StreamId(int(ms), int(seq)), envelope)
+    return LiveMessage(
+        channel,
+        epoch.decode(),
+        StreamId.from_bytes(previous) if previous else None,
+        StreamId.from_bytes(envelope_id(envelope)),
+        envelope,
+    )
 
 
 class Subscription:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from journal.envelope import HEAD
+from journal.envelope import envelope_id
 from journal.memory import MemoryJournal
 from journal.positions import StreamId, Target
 from streams.hub import LiveMessage, Registry, Subscribing, Subscription
@@ -28,8 +28,7 @@ class MemoryHub:
     def _on_publish(
         self, target: Target, epoch: str, previous: StreamId | None, envelope: bytes
     ) -> None:
-        end = envelope.index(b'"', len(HEAD))
-        id_ = StreamId.parse(envelope[len(HEAD) : end].decode())
+        id_ = StreamId.from_bytes(envelope_id(envelope))
         self._registry.deliver(LiveMessage(target.channel, epoch, previous, id_, envelope))
 
     def subscribe(self, channels: Sequence[str], maxsize: int) -> Subscribing:

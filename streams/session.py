@@ -25,7 +25,8 @@ import orjson
 from journal.base import Entry, Journal
 from journal.envelope import format_time
 from journal.positions import ZERO_ID, StreamId, Target
-from streams.cursor import Cursor, Position
+from streams.cursor import Cursor, Position, item_prefix
+from streams.cursor import render as render_cursor
 from streams.hub import Signal, Subscription
 from streams.recovery import Gap, GapReason, Step, classify, position_after_gap
 
@@ -116,18 +117,11 @@ class Session:
         self._pos[key] = pos
         self._cursor = None
 
-    def _part(self, key: str) -> str:
-        pos = self._pos[key]
-        return f"{key}~{pos.epoch or ''}~{pos.id}"
-
     @property
     def cursor(self) -> str:
         if self._cursor is None:
-            self._cursor = ",".join(self._part(key) for key in self._pos)
+            self._cursor = render_cursor(self._pos.items())
         return self._cursor
-
-    def position(self, key: str) -> Position:
-        return self._pos[key]
 
     def _frame(self, envelope: bytes) -> bytes:
         return self._render(self.cursor, envelope)
@@ -309,10 +303,11 @@ class Session:
         previous — the common case of a replay, where ``classify`` can only say NEXT.
         Only this stream's part of the cursor changes, so the rest is rendered once,
         and the position is stored once at the end.  Returns how many it delivered."""
-        keys = list(self._pos)
-        k = keys.index(key)
-        head = ",".join([*(self._part(x) for x in keys[:k]), f"{key}~{epoch}~"])
-        tail = "".join("," + self._part(x) for x in keys[k + 1 :])
+        items = list(self._pos.items())
+        k = [x for x, _ in items].index(key)
+        before, after = render_cursor(items[:k]), render_cursor(items[k + 1 :])
+        head = (before + "," if before else "") + item_prefix(key, epoch)
+        tail = "," + after if after else ""
         render, prev, i = self._render, self._pos[key].id, start
         while i < end:
             entry = entries[i]
