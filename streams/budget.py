@@ -93,10 +93,6 @@ class LeaseKeeper:
     def new_id(self) -> str:
         return secrets.token_hex(8)
 
-    @property
-    def open_connections(self) -> int:
-        return len(self._held)
-
     def track(self, user: str, conn_id: str) -> None:
         self._held.add((user, conn_id))
 

@@ -27,7 +27,6 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
 
@@ -79,10 +78,6 @@ class RedisHub:
     @property
     def reconnects(self) -> int:
         return self._reconnects
-
-    @property
-    def channels(self) -> int:
-        return len(self._registry)
 
     async def start(self) -> None:
         """Start the reader and wait for the first connection (HubUnavailable after the
@@ -244,10 +239,3 @@ class RedisHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
             self._reader = None
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "connected": self._connected,
-            "reconnects": self._reconnects,
-            "channels": len(self._registry),
-        }

@@ -138,16 +138,22 @@ class Session:
 
     # -- phases ---------------------------------------------------------------
 
+    def _given(self, key: str, from_start: bool) -> Position | None:
+        """The starting position a request fixes: the cursor's, the beginning with
+        ``from_start``, or None (start at the newest entry)."""
+        given = self._start.get(key) if self._start is not None else None
+        if given is None and from_start:
+            return Position(None, ZERO_ID)
+        return given
+
     async def has_backlog(self, *, from_start: bool = False) -> bool:
         """Whether a stream has something after its starting position (or lost its
         history), i.e. whether this session will replay — so a replay budget is
         charged only then.  ``from_start`` as for ``open``."""
         for key, target in self.targets.items():
-            given = self._start.get(key) if self._start is not None else None
+            given = self._given(key, from_start)
             if given is None:
-                if not from_start:
-                    continue
-                given = Position(None, ZERO_ID)
+                continue
             page = await self.journal.read_after(target, given.id, limit=1)
             if page.entries or (given.epoch is not None and page.epoch != given.epoch):
                 return True
@@ -158,11 +164,9 @@ class Session:
         cursor starts at its newest entry (live only), or at the beginning with
         ``from_start`` (history)."""
         for key, target in self.targets.items():
-            given = self._start.get(key) if self._start is not None else None
+            given = self._given(key, from_start)
             if given is not None:
                 self._set(key, given)
-            elif from_start:
-                self._set(key, Position(None, ZERO_ID))
             else:
                 # Starting at the newest entry: nothing to replay, anything newer
                 # arrives live (we subscribed before looking).
