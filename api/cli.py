@@ -15,12 +15,15 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
 from api.auth import Authenticator, load_or_create_secret
 from journal.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from journal.embedded import EmbeddedServices
 
 __all__ = ["main"]
 
@@ -139,6 +142,17 @@ def _require_head(database_url: str) -> None:
         )
 
 
+def _start_embedded(settings: Settings, stack: contextlib.ExitStack) -> EmbeddedServices:
+    """Start the embedded Redis and PostgreSQL; ``stack`` stops them on the way out."""
+    from journal.embedded import EmbeddedServices
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    services = EmbeddedServices(settings.data_dir.resolve())
+    stack.callback(services.stop)
+    services.start()
+    return services
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -154,13 +168,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     embedded = settings.embedded  # the URLs are filled in below
     with _terminate_as_exit(), contextlib.ExitStack() as stack:
         if embedded:
-            from journal.embedded import EmbeddedServices
-
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-            services = EmbeddedServices(settings.data_dir.resolve())
-            stack.callback(services.stop)
             print(f"herald: starting embedded Redis and PostgreSQL in {settings.data_dir}/ …")
-            services.start()
+            services = _start_embedded(settings, stack)
             settings = settings.model_copy(
                 update={
                     "redis_url": settings.redis_url or services.redis_url,
@@ -206,13 +215,7 @@ def cmd_migrate(_: argparse.Namespace) -> None:
     with _terminate_as_exit(), contextlib.ExitStack() as stack:
         url = settings.database_url
         if not url:
-            from journal.embedded import EmbeddedServices
-
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-            services = EmbeddedServices(settings.data_dir.resolve())
-            stack.callback(services.stop)
-            services.start()
-            url = services.database_url
+            url = _start_embedded(settings, stack).database_url
         migrations.upgrade(url)
     print(f"herald: database at revision {migrations.head_revision()} (head)")
 

@@ -14,7 +14,7 @@ from starlette.requests import HTTPConnection
 from api.auth import Authenticator, Principal
 from api.tickets import MemoryTicketStore, RedisTicketStore, TicketStore
 from journal.base import Journal
-from journal.clients import keepalive_options, make_journal, make_redis
+from journal.clients import make_journal, make_redis, tcp_options
 from journal.memory import MemoryJournal
 from journal.settings import Settings
 from streams.budget import BudgetLimits, Budgets, LeaseKeeper, MemoryBudgets
@@ -70,15 +70,12 @@ def memory_state(settings: Settings, auth: Authenticator) -> AppState:
 def hub_connection_factory(settings: Settings) -> Callable[[], AbstractConnection]:
     """New connections for the hub: they block on reads (no socket timeout) and the
     hub handles reconnects itself, pinging to detect a dead peer."""
-    tcp: dict[str, object] = {}
-    if settings.redis_url.startswith(("redis://", "rediss://")):
-        tcp = {"socket_keepalive": True, "socket_keepalive_options": keepalive_options()}
     pool = aioredis.ConnectionPool.from_url(
         settings.redis_url,
         socket_timeout=None,
         socket_connect_timeout=settings.redis_socket_timeout_s,
         health_check_interval=0,
-        **tcp,
+        **tcp_options(settings.redis_url),
     )
     return pool.make_connection
 

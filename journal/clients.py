@@ -13,7 +13,7 @@ from journal.memory import MemoryJournal
 from journal.redis import RedisJournal
 from journal.settings import Settings
 
-__all__ = ["journal_limits", "keepalive_options", "make_journal", "make_redis"]
+__all__ = ["journal_limits", "make_journal", "make_redis", "tcp_options"]
 
 
 def journal_limits(settings: Settings) -> JournalLimits:
@@ -28,10 +28,6 @@ def journal_limits(settings: Settings) -> JournalLimits:
 def make_redis(settings: Settings, url: str | None = None) -> aioredis.Redis:
     """The command client: bounded pool, health checks and TCP keepalive, bytes replies."""
     url = url or settings.redis_url
-    tcp: dict[str, object] = {}
-    if url.startswith(("redis://", "rediss://")):
-        # Unix-socket connections refuse these keywords; TCP ones need them.
-        tcp = {"socket_keepalive": True, "socket_keepalive_options": keepalive_options()}
     # A blocking pool makes a burst wait for a free connection instead of failing.
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
@@ -43,9 +39,16 @@ def make_redis(settings: Settings, url: str | None = None) -> aioredis.Redis:
         # Ride out a failover blip, but answer "unavailable" within a second rather
         # than after redis-py's default multi-second backoff.
         retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), retries=2),
-        **tcp,
+        **tcp_options(url),
     )
     return aioredis.Redis.from_pool(pool)  # the client owns and closes the pool
+
+
+def tcp_options(url: str) -> dict[str, object]:
+    """TCP keepalive for ``redis://`` URLs; unix-socket connections refuse these keywords."""
+    if not url.startswith(("redis://", "rediss://")):
+        return {}
+    return {"socket_keepalive": True, "socket_keepalive_options": keepalive_options()}
 
 
 def keepalive_options() -> dict[int, int]:
