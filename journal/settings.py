@@ -163,6 +163,133 @@ class Settings(BaseSettings):
         description="On SIGTERM open streams end at once (clients reconnect elsewhere); other requests in flight get this long to finish.",
     )
 
+    # Database.
+    db_pool_size: int = Field(
+        5, ge=1, description="Connections the database pool keeps open per process."
+    )
+    db_max_overflow: int = Field(
+        5, ge=0, description="Extra connections the pool may open in a burst beyond `DB_POOL_SIZE`."
+    )
+    db_pool_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long a request waits for a free database connection before failing (HTTP 503).",
+    )
+    db_connect_timeout_s: float = Field(
+        5.0, gt=0, description="Timeout for opening one database connection."
+    )
+    db_statement_timeout_ms: int = Field(
+        30000,
+        ge=0,
+        description="Server-side statement timeout for every database session (0: none).",
+    )
+
+    # Chat message streams (Postgres journal).
+    journal_batch: int = Field(
+        16,
+        ge=1,
+        le=10000,
+        description="The message writer flushes as soon as this many events are buffered.",
+    )
+    journal_flush_ms: int = Field(
+        100,
+        ge=1,
+        description="The message writer flushes buffered events at least this often, even when no further event arrives.",
+    )
+    journal_buffer_max: int = Field(
+        10000,
+        ge=1,
+        description="Most events the message writer holds while the database is failing; beyond it `emit` raises `WriterOverloaded` (nothing is dropped silently).",
+    )
+    journal_retry_max_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest pause between retries of a failed flush (exponential backoff from 50 ms).",
+    )
+    producer_heartbeat_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often a producer refreshes `messages.heartbeat_at` while it streams.",
+    )
+    producer_stale_s: float = Field(
+        90.0,
+        gt=0,
+        description="A streaming message whose heartbeat is older than this ends its readers with `producer_stale`.",
+    )
+    message_page: int = Field(
+        500,
+        ge=1,
+        le=10000,
+        description="Rows read per page when a message stream is replayed from PostgreSQL.",
+    )
+    message_watchdog_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often an open message stream checks its message's status and heartbeat.",
+    )
+
+    # Workers.
+    worker_concurrency: int = Field(
+        4, ge=1, description="Tasks one worker process runs at the same time."
+    )
+    worker_in_process: bool = Field(
+        True,
+        description="`herald serve` also runs a worker in its own process (turn off when `herald worker` processes run).",
+    )
+    worker_heartbeat_s: float = Field(
+        5.0, gt=0, description="How often a worker records that it is alive."
+    )
+    worker_stale_s: float = Field(
+        30.0,
+        gt=0,
+        description="Readiness reports `degraded` when no worker heartbeat is newer than this.",
+    )
+    task_max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Attempts per task before it goes to the dead-letter stream (a task kind may set its own).",
+    )
+    task_backoff_s: float = Field(
+        1.0,
+        gt=0,
+        description="Delay before the first retry of a failed task; doubles with each attempt.",
+    )
+    task_visibility_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="A task claimed but not acknowledged for this long (its worker died) is reclaimed by another worker.",
+    )
+    task_result_ttl_s: int = Field(
+        86400, ge=1, description="How long a task's final result is kept for status lookups."
+    )
+    ingest_max_tokens: int = Field(
+        200000,
+        ge=1,
+        description="Most tokens (words) kept from one source; a longer source is truncated and its `completed` event says `limited: true`.",
+    )
+    ingest_chunk_tokens: int = Field(300, ge=10, description="Tokens (words) per stored chunk.")
+    ingest_max_upload_bytes: int = Field(
+        10485760,
+        ge=1,
+        description="Largest file accepted by `POST /api/sources` and `POST /api/attachments` (HTTP 413 beyond).",
+    )
+    connector_roots: list[str] = Field(
+        default_factory=list,
+        description='JSON list of directories a connector source may read, e.g. `["/srv/docs"]`; empty: connectors are refused.',
+    )
+    oauth_redirect_url: str = Field(
+        "",
+        description="Redirect URI registered with OAuth authorization servers; default `PUBLIC_URL/api/oauth/callback`.",
+    )
+    oauth_client_name: str = Field(
+        "Herald",
+        description="Client name used for dynamic client registration with OAuth authorization servers.",
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Key (at least 32 bytes) that encrypts OAuth tokens at rest. Empty: derived from `JWT_SECRET`.",
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )

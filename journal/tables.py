@@ -1,11 +1,41 @@
 """SQLAlchemy table metadata, with a naming convention so alembic's constraint
-names are stable and predictable across databases."""
+names are stable and predictable across databases.
+
+Every timestamp is ``timestamptz`` and every default is the database's ``now()``,
+which is UTC-aware: there is no naive datetime anywhere in the schema.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 
-__all__ = ["metadata"]
+__all__ = [
+    "attachments",
+    "chunks",
+    "message_events",
+    "messages",
+    "metadata",
+    "oauth_tokens",
+    "source_files",
+    "sources",
+]
 
 metadata = MetaData(
     naming_convention={
@@ -15,4 +45,133 @@ metadata = MetaData(
         "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
         "pk": "pk_%(table_name)s",
     }
+)
+
+
+def _created() -> Column[object]:
+    return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+def _updated() -> Column[object]:
+    return Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+# Chat message streams (DESIGN §5): one row per answer, its events keyed by sequence.
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("user_id", Text, nullable=False, index=True),
+    Column("status", Text, nullable=False, server_default="streaming"),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    _created(),
+    _updated(),
+    CheckConstraint("status IN ('streaming', 'complete', 'failed')", name="status"),
+)
+
+message_events = Table(
+    "message_events",
+    metadata,
+    Column(
+        "message_id",
+        UUID(as_uuid=True),
+        ForeignKey("messages.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("sequence_no", Integer, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    _created(),
+    PrimaryKeyConstraint("message_id", "sequence_no"),
+    Index("ix_message_events_created_at", "created_at"),
+)
+
+# Ingested sources (uploads and connector directories) and their chunks.
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("user_id", Text, nullable=False, index=True),
+    Column("name", Text, nullable=False),
+    Column("kind", Text, nullable=False),  # upload | connector
+    Column("location", Text),  # the connector's directory
+    Column("status", Text, nullable=False, server_default="queued"),
+    Column("chunk_count", Integer, nullable=False, server_default="0"),
+    Column("token_count", Integer, nullable=False, server_default="0"),
+    Column("limited", Boolean, nullable=False, server_default="false"),
+    Column("error", Text),
+    _created(),
+    _updated(),
+    CheckConstraint("kind IN ('upload', 'connector')", name="kind"),
+    CheckConstraint("status IN ('queued', 'ingesting', 'ready', 'failed')", name="status"),
+)
+
+source_files = Table(
+    "source_files",
+    metadata,
+    Column(
+        "source_id",
+        UUID(as_uuid=True),
+        ForeignKey("sources.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("path", Text, nullable=False),
+    Column("content_type", Text, nullable=False),
+    Column("sha256", Text, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("content", LargeBinary),  # uploads keep their bytes; connectors read the directory
+    _created(),
+    _updated(),
+    PrimaryKeyConstraint("source_id", "path"),
+)
+
+chunks = Table(
+    "chunks",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column(
+        "source_id",
+        UUID(as_uuid=True),
+        ForeignKey("sources.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("path", Text, nullable=False),
+    Column("ordinal", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("token_count", Integer, nullable=False),
+    _created(),
+    UniqueConstraint("source_id", "path", "ordinal"),
+)
+
+attachments = Table(
+    "attachments",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("user_id", Text, nullable=False, index=True),
+    Column("filename", Text, nullable=False),
+    Column("content_type", Text, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("text", Text),
+    Column("token_count", Integer),
+    Column("status", Text, nullable=False, server_default="queued"),
+    Column("error", Text),
+    _created(),
+    _updated(),
+    CheckConstraint("status IN ('queued', 'processing', 'ready', 'failed')", name="status"),
+)
+
+# OAuth tokens for MCP servers, encrypted at rest (never stored in clear).
+oauth_tokens = Table(
+    "oauth_tokens",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("server_url", Text, nullable=False),
+    Column("token_ciphertext", LargeBinary, nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("scope", Text),
+    _created(),
+    _updated(),
+    UniqueConstraint("user_id", "server_url"),
 )

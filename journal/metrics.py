@@ -1,0 +1,75 @@
+"""Prometheus metrics, one definition each (DESIGN §7).
+
+Labels are low-cardinality only: event type *prefixes*, route templates, task
+kinds, outcomes and reasons.  Never a user id, message id or task id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "ENVELOPES_DELIVERED",
+    "ENVELOPES_PUBLISHED",
+    "GAPS",
+    "HTTP_REQUESTS",
+    "HUB_RECONNECTS",
+    "REPLAYS",
+    "REPLAY_DENIALS",
+    "SSE_CONNECTIONS",
+    "TASKS",
+    "TASK_SECONDS",
+    "WRITER_BACKLOG",
+    "WRITER_FAILURES",
+    "WRITER_FLUSH_ROWS",
+    "WRITER_FLUSH_SECONDS",
+    "WRITER_OVERLOADED",
+    "type_prefix",
+]
+
+ENVELOPES_PUBLISHED = Counter(
+    "herald_envelopes_published", "Envelopes published, by type prefix.", ["type_prefix"]
+)
+ENVELOPES_DELIVERED = Counter(
+    "herald_envelopes_delivered",
+    "Envelopes written to SSE clients (replayed or live).",
+    ["endpoint"],
+)
+GAPS = Counter("herald_gap_signals", "herald.gap envelopes sent to clients.", ["reason"])
+SSE_CONNECTIONS = Gauge("herald_sse_connections", "Open SSE connections.", ["endpoint"])
+REPLAYS = Counter("herald_replays", "Connects or history reads that replayed past events.")
+REPLAY_DENIALS = Counter("herald_replay_denials", "Requests refused by the replay budget (429).")
+HUB_RECONNECTS = Counter("herald_hub_reconnects", "Times the pub/sub hub reconnected to Redis.")
+
+WRITER_FLUSH_ROWS = Histogram(
+    "herald_writer_flush_rows",
+    "Rows written per message-writer flush.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+)
+WRITER_FLUSH_SECONDS = Histogram(
+    "herald_writer_flush_seconds",
+    "Duration of one message-writer flush.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+WRITER_FAILURES = Counter("herald_writer_flush_failures", "Message-writer flushes that failed.")
+WRITER_OVERLOADED = Counter(
+    "herald_writer_overloaded", "Emits refused because the writer's buffer was full."
+)
+WRITER_BACKLOG = Gauge(
+    "herald_writer_backlog", "Events buffered by message writers, not yet flushed."
+)
+
+TASKS = Counter("herald_tasks", "Task attempts finished, by kind and outcome.", ["kind", "outcome"])
+TASK_SECONDS = Histogram(
+    "herald_task_seconds", "Task attempt duration, by kind and outcome.", ["kind", "outcome"]
+)
+HTTP_REQUESTS = Counter(
+    "herald_http_requests",
+    "HTTP requests, by route template, method and status.",
+    ["route", "method", "status"],
+)
+
+
+def type_prefix(event_type: str) -> str:
+    """``source.ingest.progress`` → ``source``: bounded, whatever producers invent."""
+    return event_type.split(".", 1)[0][:32]
