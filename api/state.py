@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncEngine
 from redis.asyncio.connection import AbstractConnection
 from starlette.requests import HTTPConnection
 
@@ -15,6 +16,7 @@ from api.auth import Authenticator, Principal
 from api.tickets import MemoryTicketStore, RedisTicketStore, TicketStore
 from journal.base import Journal
 from journal.clients import make_journal, make_redis, tcp_options
+from journal.db import make_engine
 from journal.memory import MemoryJournal
 from journal.settings import Settings
 from streams.budget import BudgetLimits, Budgets, LeaseKeeper, MemoryBudgets
@@ -36,6 +38,7 @@ class AppState:
     budgets: Budgets
     leases: LeaseKeeper
     redis: aioredis.Redis | None = None
+    engine: AsyncEngine | None = None  # None: no database configured (memory:// tests)
     started_at: float = field(default_factory=time.time)
 
     async def principal(self, conn: HTTPConnection) -> Principal:
@@ -104,6 +107,7 @@ async def open_state(settings: Settings, auth: Authenticator) -> AsyncIterator[A
         budgets,
         LeaseKeeper(budgets),
         redis=client,
+        engine=make_engine(settings) if settings.database_url else None,
     )
     try:
         await hub.start()
@@ -112,6 +116,8 @@ async def open_state(settings: Settings, auth: Authenticator) -> AsyncIterator[A
     finally:
         await state.leases.aclose()
         await hub.aclose()
+        if state.engine is not None:
+            await state.engine.dispose()
         await client.aclose()
 
 
