@@ -45,7 +45,8 @@ class StreamId:
     def from_bytes(cls, raw: bytes) -> StreamId:
         """For ids Herald's own script wrote: split, not regex-validated (hot paths)."""
         ms, _, seq = raw.partition(b"-")
-        return cls(int(ms), int(seq))
+        # A chat message's sequence number has no "-": it is read as (n, 0).
+        return cls(int(ms), int(seq) if seq else 0)
 
     def __str__(self) -> str:
         return f"{self.ms}-{self.seq}"

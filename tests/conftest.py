@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 REDIS_URL = os.environ.get("HERALD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DATABASE_URL = os.environ.get(
@@ -35,3 +36,22 @@ async def real_redis() -> AsyncIterator[aioredis.Redis]:
         pytest.fail(f"integration Redis at {REDIS_URL} is not reachable: {e}")
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def migrated_database() -> str:
+    """The test database, migrated to head once per session (idempotent)."""
+    import migrations
+
+    migrations.upgrade(DATABASE_URL)
+    return DATABASE_URL
+
+
+@pytest.fixture
+async def engine(migrated_database: str) -> AsyncIterator[AsyncEngine]:
+    from journal.db import make_engine
+    from journal.settings import Settings
+
+    built = make_engine(Settings.load(database_url=migrated_database, redis_url="memory://"))
+    yield built
+    await built.dispose()

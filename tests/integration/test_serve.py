@@ -196,7 +196,10 @@ def test_serve_refuses_a_database_behind_head_until_migrated(folder: Path, uniqu
             timeout=60,
         )
         assert refused.returncode == 1
-        assert "revision none (never migrated), expected 0001" in refused.stderr
+        import migrations
+
+        expected = migrations.head_revision()
+        assert f"revision none (never migrated), expected {expected}" in refused.stderr
         assert "herald migrate" in refused.stderr
         migrated = subprocess.run(
             [HERALD, "migrate"], cwd=folder, env=env, capture_output=True, text=True, timeout=60
