@@ -96,6 +96,8 @@ class Tail:
                 print(f"herald tail: rate limited, waiting {wait:.0f}s", file=self.err)
                 await asyncio.sleep(wait)
                 return False
+            if r.status_code == 204:
+                return True  # the server says nothing more will come (an ended message)
             if r.status_code != 200:
                 await r.aread()
                 raise Fatal(f"HTTP {r.status_code}: {r.text}")

@@ -10,6 +10,11 @@ pages, then merges live messages by sequence number.  Numbers are contiguous, so
   live message is held back and the table is re-read every ``flush_s`` until the
   hole is filled.
 
+An event numbered before the subscription but not flushed yet would be neither
+in the table nor live; with nothing after it, no hole would show.  So after
+subscribing the reader also asks for the newest number handed out (the Redis
+counter, ``latest``) and treats everything up to it as expected.
+
 The stream ends after a terminal event (``end``, ``error``).  A watchdog ends it
 with a synthetic ``error`` envelope when the producer is gone: the message
 failed, its heartbeat is older than ``stale_s``, or it was deleted.
@@ -41,6 +46,7 @@ from streams.session import PING, Overflowed
 __all__ = ["MessageReader", "ReaderLimits", "frame", "is_terminal", "watchdog_envelope"]
 
 Emit = Callable[[bytes], Awaitable[None]]
+Latest = Callable[[], Awaitable[int]]
 _TERMINAL_MARKS = tuple(b'"type":"message.' + t.encode() + b'","' for t in sorted(TERMINAL_TYPES))
 
 
@@ -74,11 +80,18 @@ class MessageReader:
     """Delivers the events of ``message_id`` after ``after`` (-1: from the start)."""
 
     def __init__(
-        self, engine: AsyncEngine, message_id: uuid.UUID, after: int, limits: ReaderLimits
+        self,
+        engine: AsyncEngine,
+        message_id: uuid.UUID,
+        after: int,
+        limits: ReaderLimits,
+        latest: Latest | None = None,
     ) -> None:
         self.engine = engine
         self.message_id = message_id
         self.last = after
+        self.known = after  # the newest number known to exist
+        self._latest = latest
         self.limits = limits
         self.ended = False
         self._held: dict[int, bytes] = {}
@@ -121,6 +134,7 @@ class MessageReader:
         seq = item.id.ms
         if seq <= self.last or self.ended:
             return
+        self.known = max(self.known, seq)
         if seq == self.last + 1:
             self._deliver(seq, item.envelope)
             self._release_held()
@@ -131,7 +145,13 @@ class MessageReader:
 
     @property
     def has_hole(self) -> bool:
-        return bool(self._held)
+        return self.last < self.known and not self.ended
+
+    async def learn_latest(self) -> None:
+        """Call once subscribed (and after a resync): anything numbered up to the
+        counter is expected even if it never arrives live."""
+        if self._latest is not None:
+            self.known = max(self.known, await self._latest())
 
     def take(self) -> bytes:
         out, self._out = b"".join(self._out), []
@@ -162,6 +182,7 @@ class MessageReader:
         """Replay, then live-tail until a terminal event, the watchdog, ``until``
         (token expiry, loop time), or the subscription closing."""
         loop = asyncio.get_running_loop()
+        await self.learn_latest()
         await self.refill()
         if chunk := self.take():
             await emit(chunk)
@@ -186,6 +207,7 @@ class MessageReader:
             for item in items:
                 if isinstance(item, Signal):
                     if item is Signal.RESYNC:
+                        await self.learn_latest()
                         await self._reread()
                         continue
                     if chunk := self.take():

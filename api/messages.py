@@ -1,0 +1,406 @@
+"""Chat message streams over HTTP: the producer API for non-Python producers and
+the reconnect endpoint ``GET /api/messages/{id}/events`` (SSE, or JSON pages).
+
+A message is visible to its owner (and admins) only; for anyone else an unknown
+and a foreign message get the same opaque 404, so ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.auth import Principal
+from api.errors import ApiError
+from api.events import SSE_HEADERS
+from api.schemas import parse_body, read_json
+from api.sse import Closer, Emit, EventStreamResponse
+from api.state import AppState, state_of
+from journal.base import JournalUnavailable
+from journal.db import DatabaseUnavailable
+from journal.envelope import EnvelopeTooLarge, InvalidEnvelope
+from journal.messages import (
+    MessageInfo,
+    MessageOwnedElsewhere,
+    channel_of,
+    create_message,
+    get_message,
+    message_envelope,
+    read_events,
+    seq_key_of,
+    set_status,
+)
+from journal.positions import NAME_RE
+from journal.producer import MessageStreams
+from journal.writer import WriterOverloaded
+from streams.hub_redis import HubUnavailable
+from streams.message_reader import MessageReader, ReaderLimits, is_terminal
+from streams.session import Overflowed
+
+__all__ = ["routes"]
+
+MAX_BATCH = 1000
+MAX_PAGE = 1000
+_STORE_WAIT_S = 5.0
+
+
+class CreateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: uuid.UUID | None = None
+    user: str | None = Field(None, pattern=NAME_RE.pattern)
+
+
+class EventBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class AppendBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: str | None = None
+    payload: dict[str, Any] | None = None
+    events: list[EventBody] | None = Field(None, min_length=1, max_length=MAX_BATCH)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> AppendBody:
+        if (self.events is None) == (self.type is None):
+            raise ValueError("give either 'type' (and 'payload') or 'events'")
+        return self
+
+    def pairs(self) -> list[tuple[str, dict[str, Any]]]:
+        if self.events is not None:
+            return [(e.type, e.payload) for e in self.events]
+        return [(self.type or "", self.payload or {})]
+
+
+class CompleteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class FailBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    code: str = Field("producer_failed", pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    message: str = Field("the answer failed", max_length=500)
+
+
+def _json(body: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _streams(state: AppState) -> MessageStreams:
+    if state.messages is None or state.engine is None:
+        raise ApiError(
+            503, "messages_unavailable", "message streams need Redis and PostgreSQL configured"
+        )
+    return state.messages
+
+
+@contextlib.asynccontextmanager
+async def _faults_as_errors() -> AsyncIterator[None]:
+    """Infrastructure faults and bad events become JSON errors, never a 500."""
+    try:
+        yield
+    except DatabaseUnavailable as e:
+        raise ApiError(503, e.code, str(e), headers={"Retry-After": "2"}) from e
+    except JournalUnavailable as e:
+        raise ApiError(503, e.code, "Redis is unavailable; retry shortly") from e
+    except WriterOverloaded as e:
+        raise ApiError(503, e.code, str(e), headers={"Retry-After": "5"}) from e
+    except EnvelopeTooLarge as e:
+        raise ApiError(413, e.code, str(e)) from e
+    except InvalidEnvelope as e:
+        raise ApiError(422, e.code, str(e)) from e
+
+
+def _message_id(request: Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.path_params["id"])
+    except ValueError:
+        raise _not_found() from None
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "message_not_found", "no such message")
+
+
+async def _readable(state: AppState, principal: Principal, message_id: uuid.UUID) -> MessageInfo:
+    streams = _streams(state)
+    async with _faults_as_errors():
+        info = await get_message(streams.engine, message_id)
+    if info is None or (info.user_id != principal.user and not principal.has_any_role("admin")):
+        raise _not_found()
+    return info
+
+
+async def _writable(state: AppState, principal: Principal, message_id: uuid.UUID) -> MessageInfo:
+    info = await _readable(state, principal, message_id)
+    if info.user_id != principal.user and not principal.has_any_role("admin", "service"):
+        raise _not_found()
+    if info.status != "streaming":
+        raise ApiError(409, "message_ended", f"the message is {info.status}; nothing may follow")
+    return info
+
+
+# -- producer API -------------------------------------------------------------------
+
+
+async def create(request: Request) -> Response:
+    """``POST /api/messages``: a new message owned by the caller, or by ``user`` for
+    a ``service`` (or ``admin``) token.  Re-posting an existing id of the same owner
+    takes it up again (a continuation)."""
+    state = state_of(request)
+    principal = await state.principal(request)
+    streams = _streams(state)
+    body = parse_body(CreateBody, await read_json(request, limit=4096))
+    owner = principal.user
+    if body.user is not None and body.user != principal.user:
+        if not principal.has_any_role("service", "admin"):
+            raise ApiError(403, "role_missing", "only a service token may create for another user")
+        owner = body.user
+    message_id = body.id or uuid.uuid4()
+    async with _faults_as_errors():
+        existed = await get_message(streams.engine, message_id)
+        try:
+            info, last = await create_message(streams.engine, message_id, owner)
+        except MessageOwnedElsewhere:
+            raise ApiError(409, "message_id_taken", "that message id is in use") from None
+    body_out = {**info.to_json(), "last_sequence_no": last}
+    return _json(body_out, status=200 if existed else 201)
+
+
+async def append(request: Request) -> Response:
+    """``POST /api/messages/{id}/events``: one event ``{"type","payload"}`` or a batch
+    ``{"events": [...]}``; published live at once, answered once stored (201), or
+    202 if the database is slow and they are still buffered (they will be stored)."""
+    state = state_of(request)
+    principal = await state.principal(request)
+    message_id = _message_id(request)
+    await _writable(state, principal, message_id)
+    body = parse_body(
+        AppendBody, await read_json(request, limit=2 * state.settings.max_envelope_bytes + 65536)
+    )
+    return await _publish(state, message_id, body.pairs(), None)
+
+
+async def complete(request: Request) -> Response:
+    """``POST /api/messages/{id}/complete``: the terminal ``end`` event, status complete."""
+    state = state_of(request)
+    principal = await state.principal(request)
+    message_id = _message_id(request)
+    await _writable(state, principal, message_id)
+    body = parse_body(
+        CompleteBody, await _optional_json(request, state.settings.max_envelope_bytes)
+    )
+    return await _publish(state, message_id, [("end", body.payload)], "complete")
+
+
+async def fail(request: Request) -> Response:
+    """``POST /api/messages/{id}/fail``: the terminal ``error`` event, status failed."""
+    state = state_of(request)
+    principal = await state.principal(request)
+    message_id = _message_id(request)
+    await _writable(state, principal, message_id)
+    body = parse_body(FailBody, await _optional_json(request, 4096))
+    return await _publish(
+        state, message_id, [("error", {"code": body.code, "message": body.message})], "failed"
+    )
+
+
+async def heartbeat(request: Request) -> Response:
+    """``POST /api/messages/{id}/heartbeat``: the producer is alive (204)."""
+    state = state_of(request)
+    principal = await state.principal(request)
+    message_id = _message_id(request)
+    await _writable(state, principal, message_id)
+    async with _faults_as_errors():
+        await set_status(_streams(state).engine, message_id)
+    return Response(status_code=204)
+
+
+async def _optional_json(request: Request, limit: int) -> Any:
+    """The JSON body, or ``{}`` when there is none (``curl -X POST`` sends none)."""
+    declared = request.headers.get("content-length")
+    if declared in (None, "", "0") and "transfer-encoding" not in request.headers:
+        return {}
+    return await read_json(request, limit)
+
+
+async def _publish(
+    state: AppState,
+    message_id: uuid.UUID,
+    events: list[tuple[str, dict[str, Any]]],
+    final: str | None,
+) -> Response:
+    streams = _streams(state)
+    for i, (event_type, _) in enumerate(events):
+        if event_type in ("end", "error") and (final is None or i != len(events) - 1):
+            raise ApiError(
+                422,
+                "terminal_event",
+                f"{event_type!r} ends a message: use POST …/complete or …/fail",
+            )
+    async with _faults_as_errors():
+        rows, mark = await streams.publish(message_id, events, floor=None)
+        stored = await streams.writer.wait_durable(mark, _STORE_WAIT_S)
+        if final is not None:
+            await set_status(streams.engine, message_id, final)  # type: ignore[arg-type]
+        else:
+            await set_status(streams.engine, message_id)  # the producer's heartbeat
+    return _json(
+        {"sequence_nos": [r.seq for r in rows], "stored": stored}, status=201 if stored else 202
+    )
+
+
+# -- the reconnect endpoint ------------------------------------------------------------
+
+
+def _cursor(request: Request) -> int:
+    raw = request.headers.get("last-event-id") or request.query_params.get("after")
+    if raw is None or raw == "":
+        return -1
+    if not (raw.isascii() and raw.lstrip("-").isdecimal()) or int(raw) < -1 or len(raw) > 12:
+        raise ApiError(
+            400, "bad_cursor", f"cursor {raw[:40]!r} must be a sequence number (an integer ≥ -1)"
+        )
+    return int(raw)
+
+
+def _limits(state: AppState) -> ReaderLimits:
+    s = state.settings
+    return ReaderLimits(
+        page=s.message_page,
+        flush_s=s.journal_flush_ms / 1000,
+        watchdog_s=s.message_watchdog_s,
+        stale_s=s.producer_stale_s,
+        max_held=s.client_queue,
+    )
+
+
+async def events(request: Request) -> Response | EventStreamResponse:
+    """``GET /api/messages/{id}/events``: the events after the cursor, then live."""
+    state = state_of(request)
+    principal = await state.principal(request)
+    message_id = _message_id(request)
+    after = _cursor(request)
+    info = await _readable(state, principal, message_id)
+    streams = _streams(state)
+    if request.query_params.get("format") == "json":
+        return await _json_page(request, streams, message_id, after, info)
+    async with _faults_as_errors():
+        ahead = await read_events(streams.engine, message_id, after, 1)
+    if info.status != "streaming" and not ahead:
+        # Nothing more will come: 204 tells EventSource to stop reconnecting.
+        return Response(status_code=204, headers={"Cache-Control": "no-store"})
+    conn_id = state.leases.new_id()
+    try:
+        held = await state.budgets.acquire(principal.user, [conn_id])
+    except Exception as e:
+        raise ApiError(503, "journal_unavailable", "Redis is unavailable; retry shortly") from e
+    if held < 1:
+        raise ApiError(
+            429,
+            "too_many_connections",
+            f"user already has {state.settings.max_connections_per_user} open streams",
+            headers={"Retry-After": "5"},
+        )
+    async def latest() -> int:
+        try:
+            raw = await streams.redis.get(seq_key_of(message_id))
+        except RedisError:
+            return -1  # unknown: live messages and holes still drive the reader
+        return -1 if raw is None else int(raw)
+
+    reader = MessageReader(streams.engine, message_id, after, _limits(state), latest)
+    return EventStreamResponse(
+        _stream,
+        (state, principal, reader, conn_id),
+        headers=SSE_HEADERS,
+        send_timeout_s=state.settings.keepalive_s * 2,
+    )
+
+
+async def _stream(
+    state: AppState,
+    principal: Principal,
+    reader: MessageReader,
+    conn_id: str,
+    closer: Closer,
+    emit: Emit,
+) -> None:
+    settings = state.settings
+    state.leases.track(principal.user, conn_id)
+    expires = asyncio.get_running_loop().time() + max(0.0, principal.expires_at - time.time())
+    try:
+        await emit(f"retry: {settings.retry_ms}\n\n".encode())
+        channel = channel_of(reader.message_id)
+        async with state.hub.subscribe([channel], settings.client_queue) as sub:
+            closer.attach(sub)
+            await reader.run(sub, emit, settings.keepalive_s, expires)
+    except (Overflowed, HubUnavailable, DatabaseUnavailable):
+        return  # the client resumes from its last id
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(state.leases.untrack(principal.user, conn_id))
+
+
+async def _json_page(
+    request: Request, streams: MessageStreams, message_id: uuid.UUID, after: int, info: MessageInfo
+) -> Response:
+    raw_limit = request.query_params.get("limit", "100")
+    if not (raw_limit.isascii() and raw_limit.isdecimal()) or not 1 <= int(raw_limit) <= MAX_PAGE:
+        raise ApiError(400, "bad_limit", f"limit must be a whole number 1..{MAX_PAGE}")
+    async with _faults_as_errors():
+        rows = await read_events(streams.engine, message_id, after, int(raw_limit))
+    envelopes: list[bytes] = []
+    last, ended = after, False
+    for row in rows:
+        if row.seq != last + 1:
+            break  # not flushed yet: the next page starts here
+        env = message_envelope(
+            message_id, row.seq, row.event_type, row.payload_json, row.created_at
+        )
+        envelopes.append(env)
+        last = row.seq
+        if is_terminal(env):
+            ended = True
+            break
+    body = (
+        b'{"events":['
+        + b",".join(envelopes)
+        + b'],"next_after":'
+        + orjson.dumps(last)
+        + b',"ended":'
+        + orjson.dumps(ended)
+        + b',"message":'
+        + orjson.dumps(info.to_json())
+        + b"}"
+    )
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+routes = [
+    Route("/api/messages", create, methods=["POST"]),
+    Route("/api/messages/{id}/events", append, methods=["POST"]),
+    Route("/api/messages/{id}/events", events, methods=["GET"]),
+    Route("/api/messages/{id}/complete", complete, methods=["POST"]),
+    Route("/api/messages/{id}/fail", fail, methods=["POST"]),
+    Route("/api/messages/{id}/heartbeat", heartbeat, methods=["POST"]),
+]
