@@ -1,0 +1,239 @@
+"""What ``herald worker``, ``herald tasks …`` and ``herald serve``'s in-process worker
+run.  ``api/cli.py`` parses the arguments and settings and calls in here (lazily:
+the API itself never imports ``workers``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Any, TypeVar
+
+import orjson
+from redis.exceptions import RedisError
+
+from journal.clients import make_journal, make_redis
+from journal.settings import Settings
+from journal.tasks import TaskQueue
+from workers.runtime import Worker
+from workers.task import TaskRegistry
+
+__all__ = [
+    "CommandError",
+    "InProcessWorker",
+    "TasksOptionError",
+    "dead",
+    "load_tasks",
+    "retry",
+    "run_worker",
+]
+
+log = logging.getLogger("herald.worker")
+T = TypeVar("T")
+
+
+def _say(line: str) -> None:
+    """A line for people and scripts on stdout (like ``herald serve``'s "ready")."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+class CommandError(Exception):
+    """The command cannot do its work; the message says why (the CLI prints it)."""
+
+
+class TasksOptionError(CommandError):
+    """A ``--tasks module[:function]`` that cannot be loaded."""
+
+
+def load_tasks(registry: TaskRegistry, specs: Sequence[str]) -> None:
+    """Call ``module.function(registry)`` (default function: ``register``) for each
+    spec.  Modules are imported relative to the current directory too, as uvicorn
+    does for its app."""
+    if specs and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for spec in specs:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise TasksOptionError(f"--tasks {spec}: cannot import {module_name}: {e}") from e
+        fn = getattr(module, attr or "register", None)
+        if not callable(fn):
+            raise TasksOptionError(
+                f"--tasks {spec}: {module_name} has no function {attr or 'register'}"
+            )
+        try:
+            fn(registry)
+        except ValueError as e:
+            raise TasksOptionError(f"--tasks {spec}: {e}") from e
+
+
+@contextlib.asynccontextmanager
+async def _queue(
+    settings: Settings, *, engine: bool = False
+) -> AsyncIterator[tuple[TaskQueue, Any]]:
+    client = make_redis(settings)
+    journal = make_journal(settings, client)
+    db = None
+    if engine and settings.database_url:
+        from journal.db import make_engine  # SQLAlchemy is slow to import; workers only
+
+        db = make_engine(settings)
+    try:
+        yield TaskQueue(client, journal, settings), db
+    finally:
+        if db is not None:
+            await db.dispose()
+        await client.aclose()
+
+
+def run_worker(
+    settings: Settings, *, concurrency: int | None, queues: Sequence[str], tasks: Sequence[str]
+) -> int:
+    """``herald worker``: run until SIGTERM/SIGINT, finish the running tasks, return 0.
+    A second signal cancels the running tasks (they are reclaimed later) and returns 130."""
+    from workers.kinds import default_registry
+
+    registry = default_registry()
+    load_tasks(registry, tasks)
+
+    async def main() -> int:
+        async with _queue(settings, engine=True) as (queue, engine):
+            worker = Worker(
+                registry,
+                redis=queue.redis,
+                journal=queue.journal,
+                settings=settings,
+                engine=engine,
+                queue=queue,
+                concurrency=concurrency,
+                queues=queues or None,
+            )
+            loop = asyncio.get_running_loop()
+            running = asyncio.create_task(worker.run())
+            signals = 0
+
+            def on_signal() -> None:
+                nonlocal signals
+                signals += 1
+                if signals == 1:
+                    worker.request_stop()
+                else:
+                    running.cancel()
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, on_signal)
+            try:
+                ready = asyncio.create_task(worker.ready.wait())
+                await asyncio.wait([ready, running], return_when=asyncio.FIRST_COMPLETED)
+                ready.cancel()
+                if worker.ready.is_set():
+                    _say(
+                        f"herald: worker {worker.consumer} ready on queues "
+                        f"{', '.join(worker.queues)} (concurrency {worker.concurrency}; "
+                        f"kinds {', '.join(registry.kinds())})"
+                    )
+                draining = asyncio.create_task(worker.draining.wait())
+                await asyncio.wait([draining, running], return_when=asyncio.FIRST_COMPLETED)
+                draining.cancel()
+                if worker.draining.is_set():
+                    _say(
+                        f"herald: worker stopping: no new tasks; finishing {worker.running} running"
+                    )
+                try:
+                    await running
+                except asyncio.CancelledError:
+                    return 130
+                except (RedisError, OSError) as e:
+                    sys.stderr.write(f"herald: worker stopped: Redis failed: {e}\n")
+                    return 1
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            _say("herald: worker stopped")
+            return 0
+
+    return asyncio.run(main())
+
+
+def dead(settings: Settings, queue: str, limit: int) -> None:
+    """``herald tasks dead``: the dead-letter entries as JSON lines, newest first."""
+
+    async def main() -> list[dict[str, Any]]:
+        async with _queue(settings) as (tq, _):
+            return await tq.dead(queue, limit)
+
+    for item in _run(main()):
+        sys.stdout.write(orjson.dumps(item).decode() + "\n")
+
+
+def retry(settings: Settings, task_id: str, queue: str | None) -> bool:
+    """``herald tasks retry ID``: re-queue a dead task; False if it is not dead."""
+
+    async def main() -> bool:
+        async with _queue(settings) as (tq, _):
+            return await tq.retry_dead(task_id, queue=queue)
+
+    return _run(main())
+
+
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(main)
+    except (RedisError, OSError) as e:
+        raise CommandError(f"Redis unavailable: {e}") from e
+
+
+class InProcessWorker:
+    """``herald serve``'s own worker, on the app's clients (``state`` is the app's
+    AppState: ``redis``, ``journal``, ``settings``, ``engine``, ``tasks``).  Started
+    once the app is up; stopped — running tasks finished — before its clients close."""
+
+    def __init__(self) -> None:
+        self.worker: Worker | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self, state: Any) -> None:
+        if state is None or state.tasks is None:
+            log.info("no in-process worker: the task queue needs Redis")
+            return
+        from workers.kinds import default_registry
+
+        self.worker = Worker(
+            default_registry(),
+            redis=state.tasks.redis,
+            journal=state.journal,
+            settings=state.settings,
+            engine=state.engine,
+            queue=state.tasks,
+        )
+        self.task = asyncio.create_task(self._run(self.worker), name="in-process worker")
+
+    @staticmethod
+    async def _run(worker: Worker) -> None:
+        try:
+            await worker.run()
+        except Exception:
+            log.exception("the in-process worker stopped on an error")
+
+    def request_stop(self) -> None:
+        if self.worker is not None:
+            self.worker.request_stop()
+
+    async def stop(self, force: Any = lambda: False) -> None:
+        """Wait for the running tasks; ``force()`` turning true cancels them instead."""
+        if self.task is None:
+            return
+        self.request_stop()
+        while not self.task.done():
+            if force():
+                self.task.cancel()
+            await asyncio.wait([self.task], timeout=0.1)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
