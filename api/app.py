@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 from api.auth import Authenticator
 from api.errors import exception_handlers, render_error
 from api.events import EVENTS_PATH, stream_events
+from api.middleware import HEADER, ObserveRequests, bind_request_id, count_request
 from api.routes import routes
 from api.state import AppState, open_state
 from journal.settings import Settings
@@ -32,9 +33,13 @@ class Herald:
     def __init__(self, app: Starlette) -> None:
         self.app = app
         self.state = app.state
+        self.observed = ObserveRequests(app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == EVENTS_PATH:
+            # Request id and count inline: ObserveRequests' send wrapper would be kept
+            # alive by every open stream.
+            request_id = bind_request_id(scope)
             scope["app"] = self.app
             request = Request(scope, receive)
             try:
@@ -44,9 +49,15 @@ class Herald:
             # The parsed request (query, headers, cookies) is not needed while the
             # stream runs, and this frame lives as long as the stream.
             del request
+            status = getattr(response, "status_code", 200)
+            if status != 200:
+                # Not on the stream itself: its header list is shared by every stream
+                # (a copy would be kept per connection), and EventSource cannot read it.
+                response.raw_headers = [*response.raw_headers, (HEADER, request_id.encode())]
+            count_request(EVENTS_PATH, "GET", status)
             await response(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        await self.observed(scope, receive, send)
 
 
 def create_app(

@@ -23,6 +23,7 @@ from api.sse import Closer, Emit, EventStreamResponse
 from api.state import AppState, state_of
 from api.tickets import stream_cookie_name
 from journal.base import JournalUnavailable
+from journal.metrics import ENVELOPES_DELIVERED, REPLAY_DENIALS, REPLAYS, SSE_CONNECTIONS
 from journal.positions import CursorError, Target
 from streams.budget import retry_after_header
 from streams.cursor import USER_KEY, Cursor, key_of
@@ -34,6 +35,11 @@ __all__ = ["EVENTS_PATH", "history", "stream_events"]
 EVENTS_PATH = "/api/events"
 MAX_HISTORY_LIMIT = 1000
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+# Label children resolved once: the hot path only adds to them, once per page or batch.
+_DELIVERED_SSE = ENVELOPES_DELIVERED.labels(endpoint=EVENTS_PATH)
+_DELIVERED_HISTORY = ENVELOPES_DELIVERED.labels(endpoint=EVENTS_PATH + "/history")
+_OPEN_SSE = SSE_CONNECTIONS.labels(endpoint=EVENTS_PATH)
 
 
 def readable_targets(state: AppState, principal: Principal, topics: list[str]) -> dict[str, Target]:
@@ -97,6 +103,7 @@ async def charge_if_replaying(
     async with _journal_errors_as_503():
         wait_s = await state.budgets.charge_replay(principal.user)
     if wait_s > 0:
+        REPLAY_DENIALS.inc()
         raise ApiError(
             429,
             "replay_budget_exhausted",
@@ -104,6 +111,7 @@ async def charge_if_replaying(
             f"{state.settings.replay_window_s} s; retry after {wait_s:.1f} s",
             headers={"Retry-After": retry_after_header(wait_s)},
         )
+    REPLAYS.inc()
 
 
 async def stream_events(request: Request) -> Response | EventStreamResponse:
@@ -117,6 +125,14 @@ async def stream_events(request: Request) -> Response | EventStreamResponse:
     cursor = parse_cursor(
         request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     )
+    if state.open_streams >= settings.max_connections:
+        # A process cap, unlike the per-user one: the load balancer should pick another.
+        raise ApiError(
+            503,
+            "server_busy",
+            f"this server already serves {settings.max_connections} streams; retry shortly",
+            headers={"Retry-After": "5"},
+        )
     session = Session(state.journal, targets, cursor, session_limits(state))
     conn_id = state.leases.new_id()
     async with _journal_errors_as_503():
@@ -173,17 +189,24 @@ async def _stream(
     # The stream ends when the token does; the client then reconnects and is
     # asked for a fresh credential.
     expires = asyncio.get_running_loop().time() + max(0.0, principal.expires_at - time.time())
+    state.open_streams += 1
+    _OPEN_SSE.inc()
     try:
         await emit(f"retry: {settings.retry_ms}\n\n".encode())
         async with state.hub.subscribe(session.channels, settings.client_queue) as sub:
             closer.attach(sub)
             await session.open()
+            counted = 0  # counted page by page, never per event
             async for chunk in session.replay():
                 await emit(chunk)
-            await session.live(sub, emit, settings.keepalive_s, expires)
+                _DELIVERED_SSE.inc(session.delivered - counted)
+                counted = session.delivered
+            await session.live(sub, emit, settings.keepalive_s, expires, _DELIVERED_SSE)
     except (Overflowed, HubUnavailable, JournalUnavailable):
         return  # each ends this response; the client resumes from its last id
     finally:
+        state.open_streams -= 1
+        _OPEN_SSE.dec()
         with contextlib.suppress(Exception):
             await asyncio.shield(state.leases.untrack(principal.user, conn_id))
 
@@ -221,6 +244,7 @@ async def history(request: Request) -> Response:
             pass
     except JournalUnavailable as e:
         raise ApiError(503, e.code, "the journal is unavailable; retry shortly") from e
+    _DELIVERED_HISTORY.inc(session.delivered)
     gaps = session.gap_log
     body = (
         b'{"events":['

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -33,7 +35,7 @@ def make_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     """The process's one async engine (psycopg 3), sized and timed from ``HERALD_DB_*``."""
     url = url or settings.database_url
     options = f"-c statement_timeout={settings.db_statement_timeout_ms} -c TimeZone=UTC"
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -44,6 +46,15 @@ def make_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
             "options": options,
         },
     )
+    event.listen(engine.sync_engine, "handle_error", _invalidate_alone)
+    return engine
+
+
+def _invalidate_alone(context: ExceptionContext) -> None:
+    # SQLAlchemy's default on a disconnect is to recycle *every* pooled connection
+    # (all of that "generation"); one terminated backend would then cost every
+    # healthy connection a reconnect.  Pre-ping already catches the dead ones.
+    context.invalidate_pool_on_disconnect = False
 
 
 def _retryable(exc: BaseException) -> bool:

@@ -22,6 +22,7 @@ from journal.base import (
     new_epoch,
     prepare_requests,
 )
+from journal.metrics import count_published
 from journal.positions import StreamId, Target
 
 __all__ = ["LiveCallback", "MemoryJournal"]
@@ -68,7 +69,9 @@ class MemoryJournal:
 
     async def publish_many(self, requests: Sequence[PublishRequest]) -> list[PublishResult]:
         prepared = prepare_requests(self.limits, requests)
-        return [self._append(r, p) for r, p in zip(requests, prepared, strict=True)]
+        results = [self._append(r, p) for r, p in zip(requests, prepared, strict=True)]
+        count_published(q.type for q, r in zip(requests, results, strict=True) if not r.duplicate)
+        return results
 
     def _append(self, req: PublishRequest, prepared: Any) -> PublishResult:
         stream = self._streams.setdefault(req.target, _Stream(epoch=new_epoch()))

@@ -6,6 +6,9 @@ kinds, outcomes and reasons.  Never a user id, message id or task id.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "WRITER_FLUSH_ROWS",
     "WRITER_FLUSH_SECONDS",
     "WRITER_OVERLOADED",
+    "count_published",
     "type_prefix",
 ]
 
@@ -73,3 +77,9 @@ HTTP_REQUESTS = Counter(
 def type_prefix(event_type: str) -> str:
     """``source.ingest.progress`` → ``source``: bounded, whatever producers invent."""
     return event_type.split(".", 1)[0][:32]
+
+
+def count_published(event_types: Iterable[str]) -> None:
+    """Count newly published envelopes (not idempotent repeats): one ``inc`` per prefix."""
+    for prefix, n in Tally(map(type_prefix, event_types)).items():
+        ENVELOPES_PUBLISHED.labels(prefix).inc(n)

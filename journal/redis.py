@@ -24,6 +24,7 @@ from journal.base import (
     prepare_requests,
 )
 from journal.envelope import Prepared
+from journal.metrics import count_published
 from journal.positions import ZERO_ID, StreamId, Target
 
 __all__ = ["RedisJournal"]
@@ -123,7 +124,10 @@ class RedisJournal:
             reply = await self._script(keys=keys, args=argv)
         except _UNAVAILABLE as e:
             raise JournalUnavailable(f"Redis unavailable: {e}") from e
-        return self._results(target, reply)[0]
+        result = self._results(target, reply)[0]
+        if not result.duplicate:
+            count_published((type_,))
+        return result
 
     async def publish_many(self, requests: Sequence[PublishRequest]) -> list[PublishResult]:
         prepared = prepare_requests(self.limits, requests)
@@ -144,6 +148,9 @@ class RedisJournal:
         for (target, chunk), reply in zip(calls, replies, strict=True):
             for i, result in zip(chunk, self._results(target, reply), strict=True):
                 results[i] = result
+        count_published(
+            q.type for q, r in zip(requests, results, strict=True) if r and not r.duplicate
+        )
         return [r for r in results if r is not None]
 
     async def _pipeline_calls(

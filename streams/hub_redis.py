@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 
 from redis.asyncio.connection import AbstractConnection
 
+from journal.metrics import HUB_RECONNECTS
 from streams.hub import Registry, Subscribing, Subscription, parse_frame
 
 __all__ = ["HubUnavailable", "RedisHub"]
@@ -229,6 +230,7 @@ class RedisHub:
         self._ready.set()
         if not first:
             self._reconnects += 1
+            HUB_RECONNECTS.inc()
             log.info("pub/sub reconnected; %d channels resubscribed", len(self._registry))
             # Everything published while we were away is in the journal.
             self._registry.resync_all()

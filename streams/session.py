@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
+from prometheus_client import Counter
 
 from journal.base import Entry, Journal
 from journal.envelope import format_time
+from journal.metrics import GAPS
 from journal.positions import ZERO_ID, StreamId, Target
 from streams.cursor import Cursor, Position, item_prefix
 from streams.cursor import render as render_cursor
@@ -129,6 +131,7 @@ class Session:
     def _gap(self, key: str, gap: Gap, resume: Position, **extra: object) -> bytes:
         self._set(key, resume)
         self.gap_log.append({**gap.to_data(), **extra})
+        GAPS.labels(gap.reason.value).inc()
         return self._frame(gap_envelope(self.cursor, gap, extra))
 
     def _deliver(self, key: str, epoch: str, entry_id: StreamId, envelope: bytes) -> bytes:
@@ -194,12 +197,14 @@ class Session:
         emit: Callable[[bytes], Awaitable[None]],
         keepalive_s: float = 15.0,
         until: float | None = None,
+        delivered: Counter | None = None,
     ) -> None:
         """Emit live frames until the subscription is closed or the loop time ``until``
         (the token's expiry) passes, or its queue overflows (raises ``Overflowed``);
         a ``: ping`` comment after each ``keepalive_s`` without anything to send.
         One timer serves both the keepalive and the expiry.  A coroutine that calls
-        ``emit`` rather than a generator: it is held by every idle connection."""
+        ``emit`` rather than a generator: it is held by every idle connection.
+        ``delivered`` is incremented once per written batch by its number of events."""
         loop = asyncio.get_running_loop()
         while True:
             if until is not None and loop.time() >= until:
@@ -217,11 +222,14 @@ class Session:
                 await emit(PING)
                 continue
             out: list[bytes] = []
+            before = self.delivered
             for item in batch:
                 if isinstance(item, Signal):
                     if item is not Signal.RESYNC:
                         if out:
                             await emit(b"".join(out))
+                            if delivered is not None:
+                                delivered.inc(self.delivered - before)
                         if item is Signal.CLOSE:
                             return
                         raise Overflowed("live queue overflowed")
@@ -237,6 +245,8 @@ class Session:
                     out += [c async for c, _ in self._read_journal(key, None)]
             if out:
                 await emit(b"".join(out))
+                if delivered is not None:
+                    delivered.inc(self.delivered - before)
 
     def _key_of(self, channel: str) -> str:
         for key, target in self.targets.items():

@@ -205,7 +205,7 @@ def test_serve_refuses_a_database_behind_head_until_migrated(folder: Path, uniqu
             [HERALD, "migrate"], cwd=folder, env=env, capture_output=True, text=True, timeout=60
         )
         assert migrated.returncode == 0, migrated.stderr
-        assert "revision 0001 (head)" in migrated.stdout
+        assert f"revision {expected} (head)" in migrated.stdout
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{unique}" WITH (FORCE)')
