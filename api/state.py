@@ -8,17 +8,21 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
-from sqlalchemy.ext.asyncio import AsyncEngine
 from redis.asyncio.connection import AbstractConnection
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
 from api.auth import Authenticator, Principal
+from api.readiness import ReadinessRegistry, default_registry
 from api.tickets import MemoryTicketStore, RedisTicketStore, TicketStore
 from journal.base import Journal
 from journal.clients import make_journal, make_redis, tcp_options
 from journal.db import make_engine
 from journal.memory import MemoryJournal
+from journal.producer import MessageStreams, new_writer
 from journal.settings import Settings
+from journal.tasks import TaskQueue
+from journal.writer import MessageWriter
 from streams.budget import BudgetLimits, Budgets, LeaseKeeper, MemoryBudgets
 from streams.budget_redis import RedisBudgets
 from streams.hub import Hub
@@ -39,7 +43,13 @@ class AppState:
     leases: LeaseKeeper
     redis: aioredis.Redis | None = None
     engine: AsyncEngine | None = None  # None: no database configured (memory:// tests)
+    writer: MessageWriter | None = None  # chat message streams need Redis and PostgreSQL
+    messages: MessageStreams | None = None
+    tasks: TaskQueue | None = None  # the task queue needs Redis (None with memory://)
     started_at: float = field(default_factory=time.time)
+    # Deep checks for GET /readiness; features add theirs with readiness.add(Check(...)).
+    readiness: ReadinessRegistry = field(default_factory=default_registry)
+    open_streams: int = 0  # GET /api/events streams open in this process
 
     async def principal(self, conn: HTTPConnection) -> Principal:
         return await self.auth.authenticate(conn, self.tickets)
@@ -109,13 +119,23 @@ async def open_state(settings: Settings, auth: Authenticator) -> AsyncIterator[A
         redis=client,
         engine=make_engine(settings) if settings.database_url else None,
     )
+    state.tasks = TaskQueue(client, state.journal, settings)
+    if state.engine is not None:
+        state.writer = new_writer(settings, state.engine)
+        state.messages = MessageStreams(
+            engine=state.engine, redis=client, writer=state.writer, settings=settings
+        )
     try:
         await hub.start()
         state.leases.start()
+        if state.writer is not None:
+            state.writer.start()
         yield state
     finally:
         await state.leases.aclose()
         await hub.aclose()
+        if state.writer is not None:
+            await state.writer.aclose()
         if state.engine is not None:
             await state.engine.dispose()
         await client.aclose()

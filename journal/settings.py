@@ -146,6 +146,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Concurrent SSE connections per user across all processes (HTTP 429 beyond).",
     )
+    max_connections: int = Field(
+        10000,
+        ge=1,
+        description="Concurrent SSE streams one process serves (`GET /api/events`); beyond it new streams get HTTP 503 and readiness reports `degraded` (`stale` from 90 %).",
+    )
     connection_lease_s: int = Field(
         30,
         ge=3,
@@ -289,6 +294,17 @@ class Settings(BaseSettings):
         None,
         description="Key (at least 32 bytes) that encrypts OAuth tokens at rest. Empty: derived from `JWT_SECRET`.",
     )
+    oauth_state_ttl_s: int = Field(
+        600,
+        ge=30,
+        le=3600,
+        description="How long an OAuth authorization URL stays usable: the browser must come back to the callback within this time.",
+    )
+    oauth_http_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Timeout of each request to an OAuth authorization server (metadata, registration, token exchange).",
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
@@ -301,6 +317,15 @@ class Settings(BaseSettings):
             return None
         if v is not None and len(v.get_secret_value().encode()) < 32:
             raise ValueError("must be at least 32 bytes for HS256")
+        return v
+
+    @field_validator("secret_key")
+    @classmethod
+    def _key_long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and v.get_secret_value() == "":
+            return None
+        if v is not None and len(v.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 bytes")
         return v
 
     @field_validator("redis_url")
