@@ -13,7 +13,13 @@ from starlette.types import Receive, Scope, Send
 from api.auth import Authenticator
 from api.errors import exception_handlers, render_error
 from api.events import EVENTS_PATH, stream_events
-from api.middleware import HEADER, ObserveRequests, bind_request_id, count_request
+from api.middleware import (
+    HEADER,
+    REQUEST_ID,
+    ObserveRequests,
+    count_request,
+    request_id_of,
+)
 from api.routes import routes
 from api.state import AppState, open_state
 from journal.settings import Settings
@@ -39,7 +45,8 @@ class Herald:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == EVENTS_PATH:
             # Request id and count inline: ObserveRequests' send wrapper would be kept
             # alive by every open stream.
-            request_id = bind_request_id(scope)
+            request_id = request_id_of(scope)
+            bound = REQUEST_ID.set(request_id)
             scope["app"] = self.app
             request = Request(scope, receive)
             try:
@@ -54,6 +61,11 @@ class Herald:
                 # Not on the stream itself: its header list is shared by every stream
                 # (a copy would be kept per connection), and EventSource cannot read it.
                 response.raw_headers = [*response.raw_headers, (HEADER, request_id.encode())]
+            else:
+                # Nor in the context the stream lives in: that entry cost ~0.2 KiB per
+                # idle connection (bench/fanout.py).  Everything that could fail and log
+                # has run; the stream's access line goes without it.
+                REQUEST_ID.reset(bound)
             count_request(EVENTS_PATH, "GET", status)
             await response(scope, receive, send)
             return

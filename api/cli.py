@@ -378,6 +378,15 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from workers._commands import TasksOptionError, run_worker
 
     settings = _redis_settings()
+    if args.metrics_port is not None:
+        # A worker serves no HTTP of its own; Prometheus scrapes its task metrics here.
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(args.metrics_port, addr=settings.host)
+        except OSError as e:
+            _fail(f"--metrics-port {args.metrics_port}: {e}")
+        print(f"herald: worker metrics on http://{settings.host}:{args.metrics_port}/metrics")
     try:
         code = run_worker(
             settings, concurrency=args.concurrency, queues=args.queue, tasks=args.tasks
@@ -485,6 +494,12 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="MODULE[:FUNCTION]",
         help="repeatable: also register the kinds FUNCTION(registry) adds (default: register)",
+    )
+    w.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port (HERALD_HOST)",
     )
     w.set_defaults(func=cmd_worker)
 

@@ -23,7 +23,8 @@ from journal.envelope import format_time
 
 __all__ = ["JsonFormatter", "RedactCredentials", "configure_logging", "redact"]
 
-_SECRET_PARAM = re.compile(r"(?i)([?&](?:token|ticket|access_token)=)[^&\s\"]*")
+# code and state: an OAuth callback's query (single-use, but still nobody's business).
+_SECRET_PARAM = re.compile(r"(?i)([?&](?:token|ticket|access_token|code|state)=)[^&\s\"]*")
 _BEARER = re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]+")
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(@)")
 # A JWT wherever it appears (its header always starts with '{"' → "eyJ").

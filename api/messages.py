@@ -41,6 +41,7 @@ from journal.messages import (
     seq_key_of,
     set_status,
 )
+from journal.metrics import ENVELOPES_DELIVERED, SSE_CONNECTIONS
 from journal.positions import NAME_RE
 from journal.producer import MessageStreams
 from journal.writer import WriterOverloaded
@@ -50,6 +51,9 @@ from streams.session import Overflowed
 
 __all__ = ["routes"]
 
+_PATH = "/api/messages/{id}/events"
+_OPEN = SSE_CONNECTIONS.labels(endpoint=_PATH)
+_DELIVERED = ENVELOPES_DELIVERED.labels(endpoint=_PATH)
 MAX_BATCH = 1000
 MAX_PAGE = 1000
 _STORE_WAIT_S = 5.0
@@ -304,6 +308,13 @@ async def events(request: Request) -> Response | EventStreamResponse:
     streams = _streams(state)
     if request.query_params.get("format") == "json":
         return await _json_page(request, streams, message_id, after, info)
+    if state.open_streams >= state.settings.max_connections:
+        raise ApiError(
+            503,
+            "server_busy",
+            f"this server already serves {state.settings.max_connections} streams; retry shortly",
+            headers={"Retry-After": "5"},
+        )
     async with _faults_as_errors():
         ahead = await read_events(streams.engine, message_id, after, 1)
     if info.status != "streaming" and not ahead:
@@ -349,6 +360,8 @@ async def _stream(
     settings = state.settings
     state.leases.track(principal.user, conn_id)
     expires = asyncio.get_running_loop().time() + max(0.0, principal.expires_at - time.time())
+    state.open_streams += 1
+    _OPEN.inc()
     try:
         await emit(f"retry: {settings.retry_ms}\n\n".encode())
         channel = channel_of(reader.message_id)
@@ -358,6 +371,9 @@ async def _stream(
     except (Overflowed, HubUnavailable, DatabaseUnavailable):
         return  # the client resumes from its last id
     finally:
+        state.open_streams -= 1
+        _OPEN.dec()
+        _DELIVERED.inc(reader.delivered)
         with contextlib.suppress(Exception):
             await asyncio.shield(state.leases.untrack(principal.user, conn_id))
 

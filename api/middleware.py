@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from journal.metrics import HTTP_REQUESTS
 
-__all__ = ["REQUEST_ID", "ObserveRequests", "bind_request_id", "count_request"]
+__all__ = ["REQUEST_ID", "ObserveRequests", "bind_request_id", "count_request", "request_id_of"]
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("herald_request_id", default=None)
 HEADER = b"x-request-id"
@@ -32,16 +32,20 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 def bind_request_id(scope: Scope) -> str:
     """The request's id (the caller's if sane, else new), bound for this task's logs."""
+    rid = request_id_of(scope)
+    REQUEST_ID.set(rid)
+    return rid
+
+
+def request_id_of(scope: Scope) -> str:
+    """The caller's ``X-Request-ID`` if it is sane, else a new one."""
     rid = None
     for name, value in scope["headers"]:
         if name == HEADER:
             if _SANE_ID.fullmatch(value):
                 rid = value.decode()
             break
-    if rid is None:
-        rid = secrets.token_hex(8)
-    REQUEST_ID.set(rid)
-    return rid
+    return rid if rid is not None else secrets.token_hex(8)
 
 
 def count_request(route: str, method: str, status: int) -> None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from api.logs import redact
 from journal.envelope import format_time
+from journal.tasks import WORKERS_KEY
 
 if TYPE_CHECKING:
     from api.state import AppState
@@ -47,9 +48,6 @@ Status = Literal["ok", "stale", "fail", "skipped"]
 Verdict = Literal["ready", "degraded", "not_ready"]
 
 DEFAULT_TIMEOUT_S = 2.0
-# Written by every worker process: field = worker id, value = unix ms of its last
-# heartbeat (a heartbeat is written only when the worker's loop is healthy).
-WORKERS_KEY = "herald:workers"
 # Share of HERALD_MAX_CONNECTIONS at which the SSE check turns "stale".
 SSE_WARN_SHARE = 0.9
 

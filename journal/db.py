@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from psycopg.errors import QueryCanceled
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from journal.settings import Settings
@@ -60,6 +62,8 @@ def _invalidate_alone(context: ExceptionContext) -> None:
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, IntegrityError):
         return False
+    if isinstance(exc.orig if isinstance(exc, DBAPIError) else None, QueryCanceled):
+        return False  # a statement timeout: running it again would only double the wait
     if isinstance(exc, OperationalError):
         return True
     # psycopg reports a connection lost mid-statement as InterfaceError on some paths.
@@ -77,6 +81,11 @@ async def run_in_transaction(
         try:
             async with engine.begin() as conn:
                 return await work(conn)
+        except PoolTimeout as e:
+            # Every connection is busy: a retry would wait as long again.
+            raise DatabaseUnavailable(
+                f"no free database connection within {engine.pool.timeout()} s"  # type: ignore[attr-defined]
+            ) from e
         except (OperationalError, DBAPIError, OSError) as e:
             if isinstance(e, DBAPIError) and not _retryable(e):
                 raise

@@ -149,7 +149,7 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         10000,
         ge=1,
-        description="Concurrent SSE streams one process serves (`GET /api/events`); beyond it new streams get HTTP 503 and readiness reports `degraded` (`stale` from 90 %).",
+        description="Concurrent SSE streams one process serves (`GET /api/events` and message streams together); beyond it new streams get HTTP 503 and readiness reports `degraded` (`stale` from 90 %).",
     )
     connection_lease_s: int = Field(
         30,

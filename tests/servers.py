@@ -43,6 +43,9 @@ class HeraldProcess:
                 "HERALD_DATABASE_URL": DATABASE_URL,
                 "HERALD_JWT_SECRET": TEST_SECRET,
                 "HERALD_LOG_LEVEL": "WARNING",
+                # Off unless a test asks: servers of different tests share Redis
+                # (and so the task queues) but not always the database.
+                "HERALD_WORKER_IN_PROCESS": "false",
                 "PYTHONUNBUFFERED": "1",
             }
         )

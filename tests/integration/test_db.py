@@ -27,7 +27,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 import migrations
@@ -196,6 +196,46 @@ async def test_no_server_is_database_unavailable() -> None:
     try:
         with pytest.raises(DatabaseUnavailable, match="unavailable"):
             await run_in_transaction(engine, _one)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_statement_timeout_is_not_retried(scratch: str) -> None:
+    settings = Settings.load(
+        database_url=scratch, redis_url="memory://", db_statement_timeout_ms=50
+    )
+    engine = make_engine(settings)
+    attempts = 0
+
+    async def slow(conn: AsyncConnection) -> None:
+        nonlocal attempts
+        attempts += 1
+        await conn.execute(text("SELECT pg_sleep(5)"))
+
+    try:
+        with pytest.raises(OperationalError, match="statement timeout"):
+            await run_in_transaction(engine, slow)
+        assert attempts == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_no_free_connection_is_database_unavailable_without_a_retry(scratch: str) -> None:
+    settings = Settings.load(
+        database_url=scratch,
+        redis_url="memory://",
+        db_pool_size=1,
+        db_max_overflow=0,
+        db_pool_timeout_s=0.2,
+    )
+    engine = make_engine(settings)
+    try:
+        async with engine.connect() as held:
+            await held.execute(text("SELECT 1"))
+            began = time.monotonic()
+            with pytest.raises(DatabaseUnavailable, match="no free database connection"):
+                await run_in_transaction(engine, _one)
+            assert time.monotonic() - began < 1.0  # one wait, not two
     finally:
         await engine.dispose()
 

@@ -456,6 +456,7 @@ def server(scratch_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         tmp_path_factory.mktemp("serve"),
         HERALD_REDIS_URL=SERVER_REDIS_URL,
         HERALD_DATABASE_URL=scratch_db,
+        HERALD_WORKER_IN_PROCESS="true",
         HERALD_INGEST_CHUNK_TOKENS=str(CHUNK_TOKENS),
         HERALD_INGEST_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
         HERALD_CONNECTOR_ROOTS=orjson.dumps([str(roots)]).decode(),

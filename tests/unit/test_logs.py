@@ -17,6 +17,10 @@ from api.middleware import REQUEST_ID
     [
         ("/api/events?token=eyJ.a.b", "/api/events?token=[redacted]"),
         ("/api/events?topic=x&ticket=abc123&x=1", "/api/events?topic=x&ticket=[redacted]&x=1"),
+        (
+            "/api/oauth/callback?code=c0de&state=s7ate&iss=x",
+            "/api/oauth/callback?code=[redacted]&state=[redacted]&iss=x",
+        ),
         ("/api/events?TOKEN=zz", "/api/events?TOKEN=[redacted]"),
         ("/api/events?topic=token", "/api/events?topic=token"),
     ],
