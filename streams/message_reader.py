@@ -94,6 +94,7 @@ class MessageReader:
         self._latest = latest
         self.limits = limits
         self.ended = False
+        self.delivered = 0
         self._held: dict[int, bytes] = {}
         self._out: list[bytes] = []
 
@@ -102,6 +103,7 @@ class MessageReader:
     def _deliver(self, seq: int, envelope: bytes) -> None:
         self._out.append(frame(seq, envelope))
         self.last = seq
+        self.delivered += 1
         if is_terminal(envelope):
             self.ended = True
             self._held.clear()
