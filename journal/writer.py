@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg.errors import UniqueViolation
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -57,12 +58,15 @@ _FIRST_BACKOFF_S = 0.05
 _COLUMNS = "message_events (message_id, sequence_no, event_type, payload, created_at)"
 _UNNEST = (
     "SELECT * FROM unnest(%b::uuid[], %b::int[], %b::text[], %b::text[]::jsonb[], "
-    "%b::timestamptz[]) ON CONFLICT DO NOTHING"
+    "%b::timestamptz[])"
 )
-# The usual case: every row is new, and rowcount says so.
+# The usual case: every row is new.  No ON CONFLICT clause: checking for one cost
+# ~1.3 µs of server CPU per row (bench/journal.py); a duplicate key rolls back.
 _INSERT = f"INSERT INTO {_COLUMNS} {_UNNEST}"
-# After a conflict, the same statement tells which rows went in.
-_INSERT_RETURNING = f"INSERT INTO {_COLUMNS} {_UNNEST} RETURNING message_id, sequence_no"
+# After a duplicate key, this one tells which rows went in.
+_INSERT_RETURNING = (
+    f"INSERT INTO {_COLUMNS} {_UNNEST} ON CONFLICT DO NOTHING RETURNING message_id, sequence_no"
+)
 _SAME = (
     "SELECT 1 FROM message_events WHERE message_id = %s AND sequence_no = %s "
     "AND event_type = %s AND payload = %s::jsonb"
@@ -255,8 +259,11 @@ class MessageWriter:
         try:
             try:
                 async with self.engine.begin() as conn:
-                    await _insert_new(conn, rows)
-            except _Conflict:
+                    await conn.exec_driver_sql(_INSERT, _arrays(rows))
+            except IntegrityError as e:
+                if not isinstance(e.orig, UniqueViolation):
+                    raise
+                # Some numbers are taken: sort the rows out one by one.
                 async with self.engine.begin() as conn:
                     renumbered = await _insert(conn, rows)
         except IntegrityError as e:
@@ -282,10 +289,6 @@ class MessageWriter:
                     await self.on_renumbered(row, seq)
 
 
-class _Conflict(Exception):
-    """Some rows were already there: roll back and sort them out one by one."""
-
-
 def _arrays(rows: list[Row]) -> tuple[list[Any], ...]:
     return (
         [r.message_id for r in rows],
@@ -294,13 +297,6 @@ def _arrays(rows: list[Row]) -> tuple[list[Any], ...]:
         [r.payload_json for r in rows],
         [r.created_at for r in rows],
     )
-
-
-async def _insert_new(conn: AsyncConnection, rows: list[Row]) -> None:
-    """Insert rows that are all new; raises ``_Conflict`` (rolling back) otherwise."""
-    result = await conn.exec_driver_sql(_INSERT, _arrays(rows))
-    if result.rowcount != len(rows):
-        raise _Conflict
 
 
 async def _insert(conn: AsyncConnection, rows: list[Row]) -> list[tuple[Row, int]]:

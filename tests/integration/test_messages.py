@@ -36,12 +36,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeraldProcess]:
         yield h
 
 
-def _settings(database_url: str = DATABASE_URL) -> Settings:
+def _settings(database_url: str = DATABASE_URL, **overrides: object) -> Settings:
     return Settings.load(
         database_url=database_url,
         redis_url=REDIS_URL,
         journal_retry_max_s=0.3,
         producer_heartbeat_s=0.5,
+        **overrides,
     )
 
 
@@ -138,7 +139,8 @@ async def test_live_delivery_rides_out_a_database_outage_and_every_row_lands(
             tmp_path, HERALD_DATABASE_URL=proxied, HERALD_WORKER_IN_PROCESS="false"
         ) as server:
             async with (
-                connect(_settings(proxied)) as streams,
+                # Room for everything emitted while the database is away.
+                connect(_settings(proxied, journal_buffer_max=100_000)) as streams,
                 httpx.AsyncClient(base_url=server.url, timeout=30) as http,
             ):
                 reader = Reader(http, f"/api/messages/{mid}/events", server.token(unique))
@@ -153,7 +155,7 @@ async def test_live_delivery_rides_out_a_database_outage_and_every_row_lands(
                         # Several seconds without PostgreSQL, in lockstep with the
                         # reader: every event arrives live while nothing is stored.
                         cut_at = loop.time()
-                        while loop.time() - cut_at < 3:
+                        while loop.time() - cut_at < 3 and sent < 50_000:
                             await s.emit("answer", {"n": sent})
                             sent += 1
                             await reader.until(sent)
