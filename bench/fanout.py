@@ -85,6 +85,11 @@ from _sseload import (
     raise_nofile,
 )
 
+# Run as a script, this file's directory heads sys.path, where bench/journal.py would
+# shadow the ``journal`` package (the publisher imports it); ``_sseload`` comes from there.
+_HERE = os.path.dirname(os.path.realpath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
+
 SELF = Path(__file__).resolve()
 HERE = SELF.parent
 TEMPLATE = HERE / "nchan" / "nginx.conf.template"

@@ -46,9 +46,14 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
-from journal.base import JournalLimits, PublishRequest
-from journal.positions import Target
-from journal.redis import RedisJournal
+# Run as a script, this file's directory heads sys.path, where bench/journal.py would
+# shadow the ``journal`` package.
+_HERE = os.path.dirname(os.path.realpath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
+
+from journal.base import JournalLimits, PublishRequest  # noqa: E402
+from journal.positions import Target  # noqa: E402
+from journal.redis import RedisJournal  # noqa: E402
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 EVENT_TYPE = "source.ingest.progress"
