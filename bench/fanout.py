@@ -389,6 +389,8 @@ class HeraldSetup:
                 # Request logs for 10,000 connects would cost Herald CPU Nchan does not
                 # spend (its access log is off).
                 "HERALD_LOG_LEVEL": "WARNING",
+                # The API process as deployed (Procfile `web`): tasks run in `worker`.
+                "HERALD_WORKER_IN_PROCESS": "false",
             }
         )
 
