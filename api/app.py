@@ -67,6 +67,7 @@ class Herald:
                 # has run; the stream's access line goes without it.
                 REQUEST_ID.reset(bound)
             count_request(EVENTS_PATH, "GET", status)
+            del request_id, bound  # this frame lives as long as the stream
             await response(scope, receive, send)
             return
         await self.observed(scope, receive, send)
