@@ -30,7 +30,13 @@ from streams.cursor import USER_KEY, Cursor, key_of
 from streams.hub_redis import HubUnavailable
 from streams.session import Overflowed, Session, SessionLimits
 
-__all__ = ["EVENTS_PATH", "history", "stream_events"]
+__all__ = [
+    "EVENTS_PATH",
+    "history",
+    "refuse_beyond_process_cap",
+    "stream_events",
+    "take_connection_slot",
+]
 
 EVENTS_PATH = "/api/events"
 MAX_HISTORY_LIMIT = 1000
@@ -114,6 +120,34 @@ async def charge_if_replaying(
     REPLAYS.inc()
 
 
+def refuse_beyond_process_cap(state: AppState) -> None:
+    """503 when this process already serves ``HERALD_MAX_CONNECTIONS`` streams: a
+    process cap, unlike the per-user one, so the load balancer should pick another."""
+    cap = state.settings.max_connections
+    if state.open_streams >= cap:
+        raise ApiError(
+            503,
+            "server_busy",
+            f"this server already serves {cap} streams; retry shortly",
+            headers={"Retry-After": "5"},
+        )
+
+
+async def take_connection_slot(state: AppState, principal: Principal) -> str:
+    """One of the user's connection slots (all processes), or a 429; returns its id."""
+    conn_id = state.leases.new_id()
+    async with _journal_errors_as_503():
+        held = await state.budgets.acquire(principal.user, [conn_id])
+    if held < 1:
+        raise ApiError(
+            429,
+            "too_many_connections",
+            f"user already has {state.settings.max_connections_per_user} open streams",
+            headers={"Retry-After": "5"},
+        )
+    return conn_id
+
+
 async def stream_events(request: Request) -> Response | EventStreamResponse:
     if request.method == "HEAD":
         # Answering it would need the credential (and spend a ticket) for nothing.
@@ -125,25 +159,9 @@ async def stream_events(request: Request) -> Response | EventStreamResponse:
     cursor = parse_cursor(
         request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     )
-    if state.open_streams >= settings.max_connections:
-        # A process cap, unlike the per-user one: the load balancer should pick another.
-        raise ApiError(
-            503,
-            "server_busy",
-            f"this server already serves {settings.max_connections} streams; retry shortly",
-            headers={"Retry-After": "5"},
-        )
+    refuse_beyond_process_cap(state)
     session = Session(state.journal, targets, cursor, session_limits(state))
-    conn_id = state.leases.new_id()
-    async with _journal_errors_as_503():
-        held = await state.budgets.acquire(principal.user, [conn_id])
-    if held < 1:
-        raise ApiError(
-            429,
-            "too_many_connections",
-            f"user already has {settings.max_connections_per_user} open streams",
-            headers={"Retry-After": "5"},
-        )
+    conn_id = await take_connection_slot(state, principal)
     # Until the stream starts, every refusal gives the slot back (and should the
     # stream never start at all, the untracked lease lapses on its own).
     try:

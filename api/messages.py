@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from api.auth import Principal
 from api.errors import ApiError
-from api.events import SSE_HEADERS
+from api.events import SSE_HEADERS, refuse_beyond_process_cap, take_connection_slot
 from api.schemas import parse_body, read_json
 from api.sse import Closer, Emit, EventStreamResponse
 from api.state import AppState, state_of
@@ -308,30 +308,13 @@ async def events(request: Request) -> Response | EventStreamResponse:
     streams = _streams(state)
     if request.query_params.get("format") == "json":
         return await _json_page(request, streams, message_id, after, info)
-    if state.open_streams >= state.settings.max_connections:
-        raise ApiError(
-            503,
-            "server_busy",
-            f"this server already serves {state.settings.max_connections} streams; retry shortly",
-            headers={"Retry-After": "5"},
-        )
+    refuse_beyond_process_cap(state)
     async with _faults_as_errors():
         ahead = await read_events(streams.engine, message_id, after, 1)
     if info.status != "streaming" and not ahead:
         # Nothing more will come: 204 tells EventSource to stop reconnecting.
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
-    conn_id = state.leases.new_id()
-    try:
-        held = await state.budgets.acquire(principal.user, [conn_id])
-    except Exception as e:
-        raise ApiError(503, "journal_unavailable", "Redis is unavailable; retry shortly") from e
-    if held < 1:
-        raise ApiError(
-            429,
-            "too_many_connections",
-            f"user already has {state.settings.max_connections_per_user} open streams",
-            headers={"Retry-After": "5"},
-        )
+    conn_id = await take_connection_slot(state, principal)
 
     async def latest() -> int:
         try:
