@@ -13,7 +13,6 @@ import contextlib
 import uuid
 from typing import Any
 
-import orjson
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
@@ -21,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.errors import ApiError
-from api.sources import database_errors_as_503, enqueue_or_503
+from api.sources import database_errors_as_503, enqueue_or_503, json_response, load_or_404
 from api.state import state_of
 from api.uploads import parse_id, read_upload, require_workers
 from journal.db import DatabaseUnavailable, run_in_transaction
@@ -32,12 +31,6 @@ __all__ = ["ATTACHMENT_KIND", "routes"]
 
 ATTACHMENT_KIND = "attachment"
 _NOT_FOUND = ApiError(404, "attachment_not_found", "no attachment with this id")
-
-
-def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
-    )
 
 
 async def create_attachment(request: Request) -> Response:
@@ -78,7 +71,7 @@ async def create_attachment(request: Request) -> Response:
         with contextlib.suppress(DatabaseUnavailable):
             await run_in_transaction(engine, undo)
         raise
-    return _json(
+    return json_response(
         {"task_id": task_id, "attachment_id": str(attachment_id)},
         status=202,
         headers={"Location": f"/api/attachments/{attachment_id}"},
@@ -125,11 +118,7 @@ async def get_attachment(request: Request) -> Response:
             "updated_at": format_time(row.updated_at),
         }
 
-    async with database_errors_as_503():
-        body = await run_in_transaction(engine, load)
-    if body is None:
-        raise _NOT_FOUND
-    return _json(body)
+    return await load_or_404(engine, load, _NOT_FOUND)
 
 
 routes = [

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,14 @@ from journal.envelope import format_time
 from journal.tables import source_files, sources
 from journal.tasks import TaskQueue, TaskQueueUnavailable
 
-__all__ = ["INGEST_KIND", "database_errors_as_503", "enqueue_or_503", "routes"]
+__all__ = [
+    "INGEST_KIND",
+    "database_errors_as_503",
+    "enqueue_or_503",
+    "json_response",
+    "load_or_404",
+    "routes",
+]
 
 INGEST_KIND = "source.ingest"
 MAX_FILES_LISTED = 1000  # GET lists at most this many files; file_count has the total
@@ -59,7 +66,9 @@ class ConnectorBody(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=255)
 
 
-def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    body: object, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     return Response(
         orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
     )
@@ -74,6 +83,20 @@ async def database_errors_as_503() -> AsyncIterator[None]:
     except PoolTimeout as e:
         # Every pooled connection stayed busy for HERALD_DB_POOL_TIMEOUT_S.
         raise ApiError(503, "database_busy", "the database is busy; retry shortly") from e
+
+
+async def load_or_404(
+    engine: AsyncEngine,
+    load: Callable[[AsyncConnection], Awaitable[dict[str, Any] | None]],
+    not_found: ApiError,
+) -> Response:
+    """What ``load`` finds in one transaction as JSON, or ``not_found`` when it finds
+    nothing; the database failing is a 503."""
+    async with database_errors_as_503():
+        body = await run_in_transaction(engine, load)
+    if body is None:
+        raise not_found
+    return json_response(body)
 
 
 async def enqueue_or_503(tasks: TaskQueue, kind: str, owner: str, context: dict[str, Any]) -> str:
@@ -197,7 +220,7 @@ async def _queue_new(
 
 
 def _accepted(task_id: str, source_id: uuid.UUID) -> Response:
-    return _json(
+    return json_response(
         {"task_id": task_id, "source_id": str(source_id)},
         status=202,
         headers={"Location": f"/api/sources/{source_id}"},
@@ -315,11 +338,7 @@ async def get_source(request: Request) -> Response:
             "updated_at": format_time(row.updated_at),
         }
 
-    async with database_errors_as_503():
-        body = await run_in_transaction(engine, load)
-    if body is None:
-        raise _NOT_FOUND
-    return _json(body)
+    return await load_or_404(engine, load, _NOT_FOUND)
 
 
 routes = [

@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from api.errors import ApiError
 from api.state import AppState
+from journal.formats import CONTENT_TYPES
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,18 +35,7 @@ __all__ = [
     "require_workers",
 ]
 
-# A copy of workers/extract.py CONTENT_TYPES (api/ may not import workers/;
-# tests/unit/test_extract.py keeps the two equal).
-CONTENT_TYPES = {
-    ".txt": "text/plain",
-    ".md": "text/markdown",
-    ".markdown": "text/markdown",
-    ".html": "text/html",
-    ".htm": "text/html",
-    ".json": "application/json",
-    ".csv": "text/csv",
-    ".pdf": "application/pdf",
-}
+# The formats the worker extracts (journal/formats.py); any other is refused with a 415.
 SUPPORTED_EXTENSIONS = frozenset(CONTENT_TYPES)
 # Room for the multipart boundaries, part headers and a short name field.
 _ENVELOPE_SLACK = 16 * 1024

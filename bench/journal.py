@@ -33,7 +33,6 @@ import contextlib
 import gc
 import math
 import os
-import platform
 import secrets
 import statistics
 import sys
@@ -50,6 +49,7 @@ import psycopg
 import redis
 import redis.asyncio as aioredis
 import sqlalchemy
+from _common import machine_basics, percentile
 from psycopg.types.json import set_json_dumps
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -57,7 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import migrations
 
 # Run as a script, this file's directory heads sys.path, where bench/journal.py would
-# shadow the ``journal`` package.
+# shadow the ``journal`` package; ``_common`` (imported above) comes from there.
 _HERE = os.path.dirname(os.path.realpath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
 
@@ -452,21 +452,8 @@ async def live_round(bench: Bench, mode: str, args: argparse.Namespace, events: 
 # -- report ------------------------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 async def machine(bench: Bench) -> dict[str, Any]:
@@ -476,9 +463,7 @@ async def machine(bench: Bench) -> dict[str, Any]:
             pg[name] = str((await conn.exec_driver_sql(f"SHOW {name}")).scalar_one())
     server: dict[str, Any] = await bench.redis.info("server")
     return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "python": platform.python_version(),
+        **machine_basics(),
         "psycopg": f"{psycopg.__version__} ({psycopg.pq.__impl__})",
         "sqlalchemy": sqlalchemy.__version__,
         "redis_py": redis.__version__,

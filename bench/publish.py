@@ -32,12 +32,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import secrets
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,9 +44,16 @@ from typing import Any
 import orjson
 import redis
 import redis.asyncio as aioredis
+from _common import (
+    delete_keys,
+    delete_prefix,
+    machine_basics,
+    percentile,
+    redis_versions,
+)
 
 # Run as a script, this file's directory heads sys.path, where bench/journal.py would
-# shadow the ``journal`` package.
+# shadow the ``journal`` package; ``_common`` (imported above) comes from there.
 _HERE = os.path.dirname(os.path.realpath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
 
@@ -235,36 +241,6 @@ async def measure(run: Run, tag: str, mode: Mode, n: int) -> Sample:
     return sample
 
 
-async def delete_keys(client: aioredis.Redis, keys: Iterable[str]) -> None:
-    # DEL (not UNLINK): freeing happens now, outside the timed sections, instead of
-    # in Redis's background thread competing for CPU with the next mode.
-    batch = list(keys)
-    for start in range(0, len(batch), 500):
-        await client.delete(*batch[start : start + 500])
-
-
-async def delete_prefix(client: aioredis.Redis, prefix: str) -> None:
-    """Safety net: anything under the run's prefix that the bookkeeping missed."""
-    found = [k async for k in client.scan_iter(match=f"*{prefix}-*", count=1000)]
-    await delete_keys(client, found)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def summarise(mode: Mode, samples: list[Sample]) -> dict[str, Any]:
     rates = [s.rate for s in samples]
     out: dict[str, Any] = {
@@ -407,13 +383,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
-            "nproc": os.cpu_count(),
-            "cpu_model": cpu_model(),
-            "python": platform.python_version(),
+            **machine_basics(),
             "event_loop": "uvloop" if args.uvloop else "asyncio",
-            "redis_py": redis.__version__,
-            "hiredis": redis.utils.HIREDIS_AVAILABLE,
-            "redis_version": server.get("redis_version"),
+            **redis_versions(server),
             "redis_url": args.redis_url,
         },
         "params": {

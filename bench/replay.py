@@ -37,10 +37,8 @@ import asyncio
 import contextlib
 import importlib.metadata
 import os
-import platform
 import re
 import secrets
-import shutil
 import signal
 import socket
 import statistics
@@ -51,7 +49,6 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -60,9 +57,10 @@ import orjson
 import psutil
 import redis
 import redis.asyncio as aioredis
+from _common import delete_keys, delete_prefix, herald_command, machine_basics, redis_versions
 
 # Run as a script, this file's directory heads sys.path, where bench/journal.py would
-# shadow the ``journal`` package.
+# shadow the ``journal`` package; ``_common`` (imported above) comes from there.
 _HERE = os.path.dirname(os.path.realpath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
 
@@ -98,17 +96,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def herald_command() -> str:
-    # Next to this interpreter first, so a venv's herald wins over another on PATH.
-    beside = Path(sys.executable).with_name("herald")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("herald")
-    if found is None:
-        raise SystemExit("cannot find the `herald` command; run `pip install -e .` first")
-    return found
 
 
 class HeraldServer:
@@ -499,29 +486,10 @@ async def delete_user_keys(client: aioredis.Redis, user: str) -> None:
     # Every key Herald keeps for a user carries its hash tag: stream, metadata,
     # connection leases, replay budget.
     found = [k async for k in client.scan_iter(match=f"herald:{{u:{user}}}:*", count=1000)]
-    for start in range(0, len(found), 500):
-        await client.delete(*found[start : start + 500])
-
-
-async def delete_prefix(client: aioredis.Redis, prefix: str) -> None:
-    """Safety net at the end: anything under the run's prefix, whoever wrote it."""
-    found = [k async for k in client.scan_iter(match=f"*{prefix}-*", count=1000)]
-    for start in range(0, len(found), 500):
-        await client.delete(*found[start : start + 500])
+    await delete_keys(client, found)
 
 
 # -- report -------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _version(package: str) -> str | None:
@@ -666,16 +634,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
-            "nproc": os.cpu_count(),
-            "cpu_model": cpu_model(),
-            "python": platform.python_version(),
+            **machine_basics(),
             "uvicorn": _version("uvicorn"),
             "uvloop": _version("uvloop"),
             "httptools": _version("httptools"),
             "sse_starlette": _version("sse-starlette"),
-            "redis_py": redis.__version__,
-            "hiredis": redis.utils.HIREDIS_AVAILABLE,
-            "redis_version": server_info.get("redis_version"),
+            **redis_versions(server_info),
         },
         "params": {
             "backlog": args.backlog,

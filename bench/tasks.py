@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess
@@ -39,16 +37,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 import psutil
 import redis
 import redis.asyncio as aioredis
+from _common import herald_command, machine_basics, percentile, redis_versions
 
 # Run as a script, this file's directory heads sys.path, where bench/journal.py would
-# shadow the ``journal`` package.
+# shadow the ``journal`` package; ``_common`` (imported above) comes from there.
 _HERE = os.path.dirname(os.path.realpath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
 
@@ -67,16 +65,6 @@ DEADLINE_S = 60.0
 
 class BenchError(Exception):
     pass
-
-
-def herald_command() -> str:
-    beside = Path(sys.executable).with_name("herald")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("herald")
-    if found is None:
-        raise SystemExit("cannot find the `herald` command; run `pip install -e .` first")
-    return found
 
 
 class WorkerProcess:
@@ -248,22 +236,6 @@ async def sequential(run: Run, tag: str, m: int) -> Sample:
     return Sample(m, wall, 0.0, wcpu1 - wcpu0, cpu1 - cpu0, latencies)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def summarise(samples: list[Sample]) -> dict[str, Any]:
     def med(values: list[float]) -> float:
         return statistics.median(values)
@@ -329,12 +301,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
-            "nproc": os.cpu_count(),
-            "cpu_model": cpu_model(),
-            "python": platform.python_version(),
-            "redis_py": redis.__version__,
-            "hiredis": redis.utils.HIREDIS_AVAILABLE,
-            "redis_version": server.get("redis_version"),
+            **machine_basics(),
+            **redis_versions(server),
             "redis_url": args.redis_url,
         },
         "params": {

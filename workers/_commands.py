@@ -130,19 +130,13 @@ def run_worker(
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, on_signal)
             try:
-                ready = asyncio.create_task(worker.ready.wait())
-                await asyncio.wait([ready, running], return_when=asyncio.FIRST_COMPLETED)
-                ready.cancel()
-                if worker.ready.is_set():
+                if await _set_before_end(worker.ready, running):
                     _say(
                         f"herald: worker {worker.consumer} ready on queues "
                         f"{', '.join(worker.queues)} (concurrency {worker.concurrency}; "
                         f"kinds {', '.join(registry.kinds())})"
                     )
-                draining = asyncio.create_task(worker.draining.wait())
-                await asyncio.wait([draining, running], return_when=asyncio.FIRST_COMPLETED)
-                draining.cancel()
-                if worker.draining.is_set():
+                if await _set_before_end(worker.draining, running):
                     _say(
                         f"herald: worker stopping: no new tasks; finishing {worker.running} running"
                     )
@@ -160,6 +154,14 @@ def run_worker(
             return 0
 
     return asyncio.run(main())
+
+
+async def _set_before_end(event: asyncio.Event, running: asyncio.Task[None]) -> bool:
+    """Wait until ``event`` is set or ``running`` ends; whether ``event`` is set."""
+    waiter = asyncio.create_task(event.wait())
+    await asyncio.wait([waiter, running], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    return event.is_set()
 
 
 def dead(settings: Settings, queue: str, limit: int) -> None:

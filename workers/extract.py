@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from journal.formats import CONTENT_TYPES
+
 __all__ = [
     "CONTENT_TYPES",
     "Chunk",
@@ -35,20 +37,6 @@ __all__ = [
     "extract_text",
     "split",
 ]
-
-# Extension -> content type of every format Herald can read.  The API refuses
-# anything else with a 415 before the file is stored (it keeps its own copy of
-# these keys, since api/ may not import workers/; a unit test keeps them equal).
-CONTENT_TYPES: dict[str, str] = {
-    ".txt": "text/plain",
-    ".md": "text/markdown",
-    ".markdown": "text/markdown",
-    ".html": "text/html",
-    ".htm": "text/html",
-    ".json": "application/json",
-    ".csv": "text/csv",
-    ".pdf": "application/pdf",
-}
 
 _WORD = re.compile(r"\S+")
 
