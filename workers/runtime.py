@@ -402,8 +402,12 @@ class Worker:
                 log.warning("moving due retries failed: %s", e)
             except Exception:
                 log.exception("moving due retries failed")
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation
+            # that lands as the event is set, and this loop would never end (seen
+            # once in CI: a worker stop hung in cancel_all).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._retry_due.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._retry_due.wait()
 
     async def _forget_dead_consumers(self) -> None:
         """Delete consumers of workers gone for good that hold no entries (their
