@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,6 +20,15 @@ REDIS_URL = os.environ.get("HERALD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DATABASE_URL = os.environ.get(
     "HERALD_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+
+
+def redis_url_with_db(url: str, db: int) -> str:
+    """The same server, another logical database (``unix://`` URLs take ``?db=``)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = "&".join(q for q in parts.query.split("&") if q and not q.startswith("db="))
+        return f"unix://{parts.path}?" + "&".join(filter(None, [query, f"db={db}"]))
+    return parts._replace(path=f"/{db}").geturl()
 
 
 @pytest.fixture

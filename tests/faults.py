@@ -12,10 +12,16 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    """Listens on 127.0.0.1; forwards to ``host:port``, or to a unix socket when
+    ``port`` is None and ``host`` is its path."""
+
+    def __init__(self, target_host: str, target_port: int | None) -> None:
         self.target = (target_host, target_port)
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -98,8 +104,12 @@ class TcpProxy:
         if self._cut:
             writer.close()
             return
+        host, port = self.target
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            if port is None:
+                up_reader, up_writer = await asyncio.open_unix_connection(host)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(host, port)
         except OSError:
             writer.close()
             return
@@ -118,3 +128,22 @@ class TcpProxy:
                 dst.close()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+def proxy_database(url: str) -> tuple[TcpProxy, str]:
+    """A started proxy in front of the PostgreSQL at ``url`` (TCP, or a unix socket
+    given as ``?host=/dir`` as the embedded server's URL does) and the URL that
+    goes through it."""
+    parsed = make_url(url)
+    socket_dir = parsed.query.get("host")
+    if parsed.host is None and isinstance(socket_dir, str):
+        sockets = sorted(Path(socket_dir).glob(".s.PGSQL.*"))
+        sockets = [p for p in sockets if not p.name.endswith(".lock")]
+        assert sockets, f"no PostgreSQL socket in {socket_dir}"
+        proxy = TcpProxy(str(sockets[0]), None).start()
+    else:
+        proxy = TcpProxy(parsed.host or "127.0.0.1", parsed.port or 5432).start()
+    through = parsed.difference_update_query(["host", "port"]).set(
+        host="127.0.0.1", port=proxy.port
+    )
+    return proxy, through.render_as_string(hide_password=False)

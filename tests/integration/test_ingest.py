@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -37,7 +36,7 @@ from journal.positions import ZERO_ID, Target
 from journal.settings import Settings
 from journal.tables import attachments, chunks, source_files, sources
 from journal.tasks import TaskQueue
-from tests.conftest import DATABASE_URL, REDIS_URL
+from tests.conftest import DATABASE_URL, REDIS_URL, redis_url_with_db
 from tests.data.documents import make_pdf
 from tests.servers import TEST_SECRET, HeraldProcess
 from workers.chunkstore import INSERT_BATCH
@@ -446,7 +445,7 @@ MAX_UPLOAD = 100_000
 # the server gets a Redis database of its own, so no other server's worker (they
 # use the test URL's database) can take its tasks and run them against another
 # PostgreSQL.  User ids stay unique, since pub/sub channels span databases.
-SERVER_REDIS_URL = urlsplit(REDIS_URL)._replace(path="/13").geturl()
+SERVER_REDIS_URL = redis_url_with_db(REDIS_URL, 13)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 from sqlalchemy import func, select, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from journal.db import make_engine
@@ -26,7 +25,7 @@ from journal.settings import Settings
 from journal.tables import message_events, messages
 from journal.writer import MessageWriter, Row, WriterOverloaded
 from tests.conftest import DATABASE_URL, REDIS_URL
-from tests.faults import TcpProxy
+from tests.faults import TcpProxy, proxy_database
 
 pytestmark = pytest.mark.integration
 
@@ -145,11 +144,8 @@ async def test_rows_of_a_deleted_message_do_not_block_the_others(
 
 @pytest.fixture
 async def proxied() -> AsyncIterator[tuple[TcpProxy, AsyncEngine]]:
-    url = make_url(DATABASE_URL)
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
-    engine = make_engine(
-        _settings(), url.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
-    )
+    proxy, url = proxy_database(DATABASE_URL)
+    engine = make_engine(_settings(), url)
     yield proxy, engine
     await engine.dispose()
     proxy.stop()

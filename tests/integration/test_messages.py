@@ -15,14 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.engine import make_url
 
 from journal.db import make_engine
 from journal.producer import MessageStreams, connect
 from journal.settings import Settings
 from journal.tables import message_events, messages
 from tests.conftest import DATABASE_URL, REDIS_URL
-from tests.faults import TcpProxy
+from tests.faults import proxy_database
 from tests.servers import HERALD, HeraldProcess
 from tests.sseclient import SseEvent, SseRefused, open_sse
 
@@ -130,9 +129,7 @@ async def test_random_drops_and_reconnects_get_every_event_once_in_order(
 async def test_live_delivery_rides_out_a_database_outage_and_every_row_lands(
     tmp_path: Path, unique: str
 ):
-    url = make_url(DATABASE_URL)
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
-    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    proxy, proxied = proxy_database(DATABASE_URL)
     mid, sent = uuid.uuid4(), 0
     try:
         with HeraldProcess(
