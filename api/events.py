@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 
 import orjson
+from prometheus_client import Gauge
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,7 +35,9 @@ __all__ = [
     "EVENTS_PATH",
     "history",
     "refuse_beyond_process_cap",
+    "stream_ended",
     "stream_events",
+    "stream_started",
     "take_connection_slot",
 ]
 
@@ -203,12 +206,7 @@ async def _stream(
     emit: Emit,
 ) -> None:
     settings = state.settings
-    state.leases.track(principal.user, conn_id)
-    # The stream ends when the token does; the client then reconnects and is
-    # asked for a fresh credential.
-    expires = asyncio.get_running_loop().time() + max(0.0, principal.expires_at - time.time())
-    state.open_streams += 1
-    _OPEN_SSE.inc()
+    expires = stream_started(state, principal, conn_id, _OPEN_SSE)
     try:
         await emit(f"retry: {settings.retry_ms}\n\n".encode())
         async with state.hub.subscribe(session.channels, settings.client_queue) as sub:
@@ -223,10 +221,25 @@ async def _stream(
     except (Overflowed, HubUnavailable, JournalUnavailable):
         return  # each ends this response; the client resumes from its last id
     finally:
-        state.open_streams -= 1
-        _OPEN_SSE.dec()
-        with contextlib.suppress(Exception):
-            await asyncio.shield(state.leases.untrack(principal.user, conn_id))
+        await stream_ended(state, principal, conn_id, _OPEN_SSE)
+
+
+def stream_started(state: AppState, principal: Principal, conn_id: str, gauge: Gauge) -> float:
+    """Book an SSE stream that just started; returns the loop time its token expires
+    (the stream ends then, and the client reconnects with a fresh credential).
+    Plain calls, not a context manager: a suspended one per open stream costs memory."""
+    state.leases.track(principal.user, conn_id)
+    state.open_streams += 1
+    gauge.inc()
+    return asyncio.get_running_loop().time() + max(0.0, principal.expires_at - time.time())
+
+
+async def stream_ended(state: AppState, principal: Principal, conn_id: str, gauge: Gauge) -> None:
+    """Undo ``stream_started``; gives the user's connection slot back."""
+    state.open_streams -= 1
+    gauge.dec()
+    with contextlib.suppress(Exception):
+        await asyncio.shield(state.leases.untrack(principal.user, conn_id))
 
 
 def _collect(events: list[bytes], envelope: bytes) -> bytes:

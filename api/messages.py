@@ -7,9 +7,7 @@ and a foreign message get the same opaque 404, so ids cannot be probed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,7 +21,13 @@ from starlette.routing import Route
 
 from api.auth import Principal
 from api.errors import ApiError
-from api.events import SSE_HEADERS, refuse_beyond_process_cap, take_connection_slot
+from api.events import (
+    SSE_HEADERS,
+    refuse_beyond_process_cap,
+    stream_ended,
+    stream_started,
+    take_connection_slot,
+)
 from api.schemas import parse_body, read_json
 from api.sse import Closer, Emit, EventStreamResponse
 from api.state import AppState, state_of
@@ -341,10 +345,7 @@ async def _stream(
     emit: Emit,
 ) -> None:
     settings = state.settings
-    state.leases.track(principal.user, conn_id)
-    expires = asyncio.get_running_loop().time() + max(0.0, principal.expires_at - time.time())
-    state.open_streams += 1
-    _OPEN.inc()
+    expires = stream_started(state, principal, conn_id, _OPEN)
     try:
         await emit(f"retry: {settings.retry_ms}\n\n".encode())
         channel = channel_of(reader.message_id)
@@ -354,11 +355,8 @@ async def _stream(
     except (Overflowed, HubUnavailable, DatabaseUnavailable):
         return  # the client resumes from its last id
     finally:
-        state.open_streams -= 1
-        _OPEN.dec()
         _DELIVERED.inc(reader.delivered)
-        with contextlib.suppress(Exception):
-            await asyncio.shield(state.leases.untrack(principal.user, conn_id))
+        await stream_ended(state, principal, conn_id, _OPEN)
 
 
 async def _json_page(
