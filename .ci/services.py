@@ -2,7 +2,7 @@
 
 Usage: services.py ENV_FILE
 
-Starts `journal.embedded.EmbeddedServices` under a fresh temp dir, writes
+Starts `herald.journal.runtime.embedded.EmbeddedServices` under a fresh temp dir, writes
 `export HERALD_TEST_REDIS_URL=...` / `export HERALD_TEST_DATABASE_URL=...` to ENV_FILE
 (atomically, so its appearance means "ready"), then runs until SIGTERM/SIGINT or until
 the process that started it exits, and finally stops both servers and removes the temp dir.
@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from journal.embedded import EmbeddedServices
+from herald.journal.runtime.embedded import EmbeddedServices
 
 log = logging.getLogger("ci.services")
 

@@ -10,19 +10,19 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from api.auth import Authenticator
-from api.errors import exception_handlers, render_error
-from api.events import EVENTS_PATH, stream_events
-from api.middleware import (
+from herald.api.auth import Authenticator
+from herald.api.errors import exception_handlers, render_error
+from herald.api.events import EVENTS_PATH, stream_events
+from herald.api.middleware import (
     HEADER,
     REQUEST_ID,
     ObserveRequests,
     count_request,
     request_id_of,
 )
-from api.routes import routes
-from api.state import AppState, open_state
-from journal.settings import Settings
+from herald.api.routes import routes
+from herald.api.state import AppState, open_state
+from herald.journal.runtime.settings import Settings
 
 __all__ = ["Herald", "create_app"]
 

@@ -19,13 +19,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.errors import ApiError
-from api.sources import database_errors_as_503, enqueue_or_503, json_response, load_or_404
-from api.state import state_of
-from api.uploads import parse_id, read_upload, require_workers
-from journal.db import DatabaseUnavailable, run_in_transaction
-from journal.envelope import format_time
-from journal.tables import attachments
+from herald.api.errors import ApiError
+from herald.api.sources import database_errors_as_503, enqueue_or_503, json_response, load_or_404
+from herald.api.state import state_of
+from herald.api.uploads import parse_id, read_upload, require_workers
+from herald.journal.envelope import format_time
+from herald.journal.runtime.db import DatabaseUnavailable, run_in_transaction
+from herald.journal.tables import attachments
 
 __all__ = ["ATTACHMENT_KIND", "routes"]
 

@@ -16,9 +16,9 @@ from typing import Any
 import jwt
 from starlette.requests import HTTPConnection
 
-from api.tickets import TicketStore, stream_cookie_name
-from journal.positions import NAME_RE
-from journal.settings import Settings
+from herald.api.tickets import TicketStore, stream_cookie_name
+from herald.journal.positions import NAME_RE
+from herald.journal.runtime.settings import Settings
 
 __all__ = [
     "AuthError",

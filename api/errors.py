@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.auth import AuthError
+from herald.api.auth import AuthError
 
 __all__ = ["ApiError", "error_response", "exception_handlers", "render_error"]
 

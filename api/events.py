@@ -18,18 +18,23 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.auth import AuthError, Principal
-from api.errors import ApiError
-from api.sse import Closer, Emit, EventStreamResponse
-from api.state import AppState, state_of
-from api.tickets import stream_cookie_name
-from journal.base import JournalUnavailable
-from journal.metrics import ENVELOPES_DELIVERED, REPLAY_DENIALS, REPLAYS, SSE_CONNECTIONS
-from journal.positions import CursorError, Target
-from streams.budget import retry_after_header
-from streams.cursor import USER_KEY, Cursor, key_of
-from streams.hub_redis import HubUnavailable
-from streams.session import Overflowed, Session, SessionLimits
+from herald.api.auth import AuthError, Principal
+from herald.api.errors import ApiError
+from herald.api.sse import Closer, Emit, EventStreamResponse
+from herald.api.state import AppState, state_of
+from herald.api.tickets import stream_cookie_name
+from herald.journal.base import JournalUnavailable
+from herald.journal.positions import CursorError, Target
+from herald.journal.runtime.metrics import (
+    ENVELOPES_DELIVERED,
+    REPLAY_DENIALS,
+    REPLAYS,
+    SSE_CONNECTIONS,
+)
+from herald.streams.budget import retry_after_header
+from herald.streams.cursor import USER_KEY, Cursor, key_of
+from herald.streams.hub_redis import HubUnavailable
+from herald.streams.session import Overflowed, Session, SessionLimits
 
 __all__ = [
     "EVENTS_PATH",

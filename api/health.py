@@ -2,9 +2,9 @@
 
 ``/healthz`` touches nothing but this process: it answers while Redis and
 PostgreSQL are down, so an orchestrator restarts a process only when the process
-itself is stuck.  ``/readiness`` runs ``state.readiness`` (see ``api.readiness``)
+itself is stuck.  ``/readiness`` runs ``state.readiness`` (see ``herald.api.readiness``)
 and answers 503 when a critical dependency fails.  ``/metrics`` is the Prometheus
-text exposition of ``journal.metrics`` for this process.
+text exposition of ``herald.journal.runtime.metrics`` for this process.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.state import state_of
-from journal.envelope import format_time
+from herald.api.state import state_of
+from herald.journal.envelope import format_time
 
 __all__ = ["VERSION", "health_routes"]
 

@@ -1,7 +1,7 @@
 """Logging: one JSON object per line, and no credential ever reaches a log.
 
 Every line has ``time`` (RFC 3339 UTC, ``Z``), ``level``, ``logger``, ``event`` (the
-message) and ``request_id`` (null outside a request; see ``api.middleware``).
+message) and ``request_id`` (null outside a request; see ``herald.api.middleware``).
 uvicorn's access lines also get ``method``, ``path``, ``status`` and ``client``.
 Query-string credentials (``?token=``, ``?ticket=``), bearer tokens, anything
 shaped like a JWT and URL passwords are replaced by ``[redacted]`` in the message,
@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from api.middleware import REQUEST_ID
-from journal.envelope import format_time
+from herald.api.middleware import REQUEST_ID
+from herald.journal.envelope import format_time
 
 __all__ = ["JsonFormatter", "RedactCredentials", "configure_logging", "redact"]
 

@@ -19,22 +19,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.auth import Principal
-from api.errors import ApiError
-from api.events import (
+from herald.api.auth import Principal
+from herald.api.errors import ApiError
+from herald.api.events import (
     SSE_HEADERS,
     refuse_beyond_process_cap,
     stream_ended,
     stream_started,
     take_connection_slot,
 )
-from api.schemas import parse_body, read_json
-from api.sse import Closer, Emit, EventStreamResponse
-from api.state import AppState, state_of
-from journal.base import JournalUnavailable
-from journal.db import DatabaseUnavailable
-from journal.envelope import EnvelopeTooLarge, InvalidEnvelope
-from journal.messages import (
+from herald.api.schemas import parse_body, read_json
+from herald.api.sse import Closer, Emit, EventStreamResponse
+from herald.api.state import AppState, state_of
+from herald.journal.base import JournalUnavailable
+from herald.journal.envelope import EnvelopeTooLarge, InvalidEnvelope
+from herald.journal.messages.producer import MessageStreams
+from herald.journal.messages.store import (
     MessageInfo,
     MessageOwnedElsewhere,
     channel_of,
@@ -45,13 +45,13 @@ from journal.messages import (
     seq_key_of,
     set_status,
 )
-from journal.metrics import ENVELOPES_DELIVERED, SSE_CONNECTIONS
-from journal.positions import NAME_RE
-from journal.producer import MessageStreams
-from journal.writer import WriterOverloaded
-from streams.hub_redis import HubUnavailable
-from streams.message_reader import MessageReader, ReaderLimits, is_terminal
-from streams.session import Overflowed
+from herald.journal.messages.writer import WriterOverloaded
+from herald.journal.positions import NAME_RE
+from herald.journal.runtime.db import DatabaseUnavailable
+from herald.journal.runtime.metrics import ENVELOPES_DELIVERED, SSE_CONNECTIONS
+from herald.streams.hub_redis import HubUnavailable
+from herald.streams.message_reader import MessageReader, ReaderLimits, is_terminal
+from herald.streams.session import Overflowed
 
 __all__ = ["routes"]
 

@@ -19,7 +19,7 @@ from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from journal.metrics import HTTP_REQUESTS
+from herald.journal.runtime.metrics import HTTP_REQUESTS
 
 __all__ = ["REQUEST_ID", "ObserveRequests", "bind_request_id", "count_request", "request_id_of"]
 

@@ -1,7 +1,7 @@
 """MCP OAuth routes: start a connection, receive the browser's redirect, read a status.
 
 ``POST /api/oauth/connect`` queues the ``mcp.oauth.connect`` task (see
-``workers.oauth``) and answers 202 at once; the authorization URL arrives as the
+``herald.workers.oauth``) and answers 202 at once; the authorization URL arrives as the
 ``mcp.oauth.awaiting_redirect`` event.  ``GET /api/oauth/callback`` needs no
 credential: the browser arrives from the authorization server, and the single-use
 ``state`` is what proves which task (and user) the code belongs to.  ``GET
@@ -23,13 +23,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from api.errors import ApiError
-from api.schemas import parse_body, read_json
-from api.state import AppState, state_of
-from journal.base import Entry, JournalUnavailable
-from journal.oauth_state import PendingAuthorizations, UnsafeUrl, check_url
-from journal.positions import NAME_RE, ZERO_ID, StreamId, Target
-from journal.tasks import InvalidTask, TaskQueue, TaskQueueError
+from herald.api.errors import ApiError
+from herald.api.schemas import parse_body, read_json
+from herald.api.state import AppState, state_of
+from herald.journal.base import Entry, JournalUnavailable
+from herald.journal.oauth.pending import PendingAuthorizations, UnsafeUrl, check_url
+from herald.journal.positions import NAME_RE, ZERO_ID, StreamId, Target
+from herald.journal.tasks.queue import InvalidTask, TaskQueue, TaskQueueError
 
 __all__ = ["routes"]
 

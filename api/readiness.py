@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from api.logs import redact
-from journal.envelope import format_time
-from journal.tasks import WORKERS_KEY
+from herald.api.logs import redact
+from herald.journal.envelope import format_time
+from herald.journal.tasks.queue import WORKERS_KEY
 
 if TYPE_CHECKING:
-    from api.state import AppState
+    from herald.api.state import AppState
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -174,7 +174,7 @@ async def check_database(state: AppState) -> CheckResult:
 
 @functools.cache
 def _head_revision() -> str:
-    import migrations
+    from herald import migrations
 
     return migrations.head_revision()
 

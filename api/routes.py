@@ -10,19 +10,19 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from api.attachments import routes as attachment_routes
-from api.auth import require_role
-from api.errors import ApiError
-from api.events import history, stream_events
-from api.health import health_routes
-from api.messages import routes as message_routes
-from api.oauth import routes as oauth_routes
-from api.schemas import PublishBody, parse_body, read_json
-from api.sources import routes as source_routes
-from api.state import state_of
-from api.tasks import routes as task_routes
-from journal.base import JournalUnavailable
-from journal.envelope import EnvelopeTooLarge, InvalidEnvelope, format_time
+from herald.api.attachments import routes as attachment_routes
+from herald.api.auth import require_role
+from herald.api.errors import ApiError
+from herald.api.events import history, stream_events
+from herald.api.health import health_routes
+from herald.api.messages import routes as message_routes
+from herald.api.oauth import routes as oauth_routes
+from herald.api.schemas import PublishBody, parse_body, read_json
+from herald.api.sources import routes as source_routes
+from herald.api.state import state_of
+from herald.api.tasks import routes as task_routes
+from herald.journal.base import JournalUnavailable
+from herald.journal.envelope import EnvelopeTooLarge, InvalidEnvelope, format_time
 
 __all__ = ["routes"]
 

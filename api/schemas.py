@@ -8,8 +8,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.requests import Request
 
-from api.errors import ApiError
-from journal.positions import NAME_RE, Target
+from herald.api.errors import ApiError
+from herald.journal.positions import NAME_RE, Target
 
 __all__ = ["PublishBody", "parse_body", "read_json"]
 

@@ -28,16 +28,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.auth import AuthError
-from api.errors import ApiError
-from api.schemas import parse_body, read_json
-from api.state import state_of
-from api.uploads import clean_text, parse_id, read_upload, require_workers
-from journal.base import JournalUnavailable
-from journal.db import DatabaseUnavailable, run_in_transaction
-from journal.envelope import format_time
-from journal.tables import source_files, sources
-from journal.tasks import TaskQueue, TaskQueueUnavailable
+from herald.api.auth import AuthError
+from herald.api.errors import ApiError
+from herald.api.schemas import parse_body, read_json
+from herald.api.state import state_of
+from herald.api.uploads import clean_text, parse_id, read_upload, require_workers
+from herald.journal.base import JournalUnavailable
+from herald.journal.envelope import format_time
+from herald.journal.runtime.db import DatabaseUnavailable, run_in_transaction
+from herald.journal.tables import source_files, sources
+from herald.journal.tasks.queue import TaskQueue, TaskQueueUnavailable
 
 __all__ = [
     "INGEST_KIND",

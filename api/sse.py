@@ -25,7 +25,7 @@ from typing import Any
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from streams.hub import Subscription
+from herald.streams.hub import Subscription
 
 __all__ = ["Closer", "Emit", "EventStreamResponse"]
 

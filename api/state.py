@@ -12,22 +12,22 @@ from redis.asyncio.connection import AbstractConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
-from api.auth import Authenticator, Principal
-from api.readiness import ReadinessRegistry, default_registry
-from api.tickets import MemoryTicketStore, RedisTicketStore, TicketStore
-from journal.base import Journal
-from journal.clients import make_journal, make_redis, tcp_options
-from journal.db import make_engine
-from journal.memory import MemoryJournal
-from journal.producer import MessageStreams, new_writer
-from journal.settings import Settings
-from journal.tasks import TaskQueue
-from journal.writer import MessageWriter
-from streams.budget import BudgetLimits, Budgets, LeaseKeeper, MemoryBudgets
-from streams.budget_redis import RedisBudgets
-from streams.hub import Hub
-from streams.hub_memory import MemoryHub
-from streams.hub_redis import RedisHub
+from herald.api.auth import Authenticator, Principal
+from herald.api.readiness import ReadinessRegistry, default_registry
+from herald.api.tickets import MemoryTicketStore, RedisTicketStore, TicketStore
+from herald.journal.base import Journal
+from herald.journal.memory import MemoryJournal
+from herald.journal.messages.producer import MessageStreams, new_writer
+from herald.journal.messages.writer import MessageWriter
+from herald.journal.runtime.clients import make_journal, make_redis, tcp_options
+from herald.journal.runtime.db import make_engine
+from herald.journal.runtime.settings import Settings
+from herald.journal.tasks.queue import TaskQueue
+from herald.streams.budget import BudgetLimits, Budgets, LeaseKeeper, MemoryBudgets
+from herald.streams.budget_redis import RedisBudgets
+from herald.streams.hub import Hub
+from herald.streams.hub_memory import MemoryHub
+from herald.streams.hub_redis import RedisHub
 
 __all__ = ["AppState", "open_state", "state_of"]
 

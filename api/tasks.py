@@ -18,14 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.auth import require_role
-from api.errors import ApiError
-from api.schemas import parse_body, read_json
-from api.state import AppState, state_of
-from journal.base import JournalUnavailable
-from journal.envelope import EnvelopeTooLarge, InvalidEnvelope
-from journal.positions import NAME_RE
-from journal.tasks import (
+from herald.api.auth import require_role
+from herald.api.errors import ApiError
+from herald.api.schemas import parse_body, read_json
+from herald.api.state import AppState, state_of
+from herald.journal.base import JournalUnavailable
+from herald.journal.envelope import EnvelopeTooLarge, InvalidEnvelope
+from herald.journal.positions import NAME_RE
+from herald.journal.tasks.queue import (
     KIND_RE,
     MAX_TASK_BYTES,
     InvalidTask,

@@ -16,14 +16,14 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from api.errors import ApiError
-from api.state import AppState
-from journal.formats import CONTENT_TYPES
+from herald.api.errors import ApiError
+from herald.api.state import AppState
+from herald.journal.sources.formats import CONTENT_TYPES
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from journal.tasks import TaskQueue
+    from herald.journal.tasks.queue import TaskQueue
 
 __all__ = [
     "CONTENT_TYPES",

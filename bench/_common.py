@@ -2,9 +2,7 @@
 the ``herald`` command and deleting a run's Redis keys.
 
 Used by ``bench/journal.py``, ``bench/publish.py``, ``bench/replay.py`` and
-``bench/tasks.py``.  A script imports this module before it drops its own folder
-from ``sys.path`` (where ``bench/journal.py`` would shadow the ``journal``
-package), so nothing here may import Herald's packages.
+``bench/tasks.py``.
 """
 
 from __future__ import annotations

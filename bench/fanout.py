@@ -85,11 +85,6 @@ from _sseload import (
     raise_nofile,
 )
 
-# Run as a script, this file's directory heads sys.path, where bench/journal.py would
-# shadow the ``journal`` package (the publisher imports it); ``_sseload`` comes from there.
-_HERE = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
-
 SELF = Path(__file__).resolve()
 HERE = SELF.parent
 TEMPLATE = HERE / "nchan" / "nginx.conf.template"
@@ -531,9 +526,9 @@ async def publisher_main(spec: dict[str, Any]) -> dict[str, Any]:
     if kind == "herald-journal":
         import redis.asyncio as aioredis
 
-        from journal.base import JournalLimits
-        from journal.positions import Target
-        from journal.redis import RedisJournal
+        from herald.journal.base import JournalLimits
+        from herald.journal.positions import Target
+        from herald.journal.redis import RedisJournal
 
         client = aioredis.Redis.from_url(spec["redis_url"])
         journal = RedisJournal(client, JournalLimits())

@@ -54,20 +54,14 @@ from psycopg.types.json import set_json_dumps
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import migrations
-
-# Run as a script, this file's directory heads sys.path, where bench/journal.py would
-# shadow the ``journal`` package; ``_common`` (imported above) comes from there.
-_HERE = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
-
-import journal.writer as writer_module  # noqa: E402
-from journal.db import make_engine  # noqa: E402
-from journal.messages import channel_of, seq_key_of  # noqa: E402
-from journal.metrics import WRITER_FLUSH_ROWS  # noqa: E402
-from journal.producer import MessageStreams  # noqa: E402
-from journal.settings import Settings  # noqa: E402
-from journal.writer import MessageWriter, Row, WriterOverloaded  # noqa: E402
+import herald.journal.messages.writer as writer_module
+from herald import migrations
+from herald.journal.messages.producer import MessageStreams
+from herald.journal.messages.store import channel_of, seq_key_of
+from herald.journal.messages.writer import MessageWriter, Row, WriterOverloaded
+from herald.journal.runtime.db import make_engine
+from herald.journal.runtime.metrics import WRITER_FLUSH_ROWS
+from herald.journal.runtime.settings import Settings
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

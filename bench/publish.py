@@ -52,14 +52,9 @@ from _common import (
     redis_versions,
 )
 
-# Run as a script, this file's directory heads sys.path, where bench/journal.py would
-# shadow the ``journal`` package; ``_common`` (imported above) comes from there.
-_HERE = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
-
-from journal.base import JournalLimits, PublishRequest  # noqa: E402
-from journal.positions import Target  # noqa: E402
-from journal.redis import RedisJournal  # noqa: E402
+from herald.journal.base import JournalLimits, PublishRequest
+from herald.journal.positions import Target
+from herald.journal.redis import RedisJournal
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 EVENT_TYPE = "source.ingest.progress"

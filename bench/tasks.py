@@ -45,15 +45,10 @@ import redis
 import redis.asyncio as aioredis
 from _common import herald_command, machine_basics, percentile, redis_versions
 
-# Run as a script, this file's directory heads sys.path, where bench/journal.py would
-# shadow the ``journal`` package; ``_common`` (imported above) comes from there.
-_HERE = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
-
-from journal.positions import Target  # noqa: E402
-from journal.redis import RedisJournal  # noqa: E402
-from journal.settings import Settings  # noqa: E402
-from journal.tasks import TaskQueue, dead_key, retry_key, status_key, tasks_key  # noqa: E402
+from herald.journal.positions import Target
+from herald.journal.redis import RedisJournal
+from herald.journal.runtime.settings import Settings
+from herald.journal.tasks.queue import TaskQueue, dead_key, retry_key, status_key, tasks_key
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

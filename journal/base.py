@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from journal.envelope import (
+from herald.journal.envelope import (
     EnvelopeError,
     EnvelopeTooLarge,
     InvalidEnvelope,
@@ -27,7 +27,7 @@ from journal.envelope import (
     format_time,
     prepare,
 )
-from journal.positions import StreamId, Target
+from herald.journal.positions import StreamId, Target
 
 __all__ = [
     "Entry",

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from journal.base import (
+from herald.journal.base import (
     Entry,
     JournalLimits,
     Page,
@@ -22,8 +22,8 @@ from journal.base import (
     new_epoch,
     prepare_requests,
 )
-from journal.metrics import count_published
-from journal.positions import StreamId, Target
+from herald.journal.positions import StreamId, Target
+from herald.journal.runtime.metrics import count_published
 
 __all__ = ["LiveCallback", "MemoryJournal"]
 

@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from journal.base import (
+from herald.journal.base import (
     Entry,
     JournalLimits,
     JournalUnavailable,
@@ -23,9 +23,9 @@ from journal.base import (
     new_epoch,
     prepare_requests,
 )
-from journal.envelope import Prepared
-from journal.metrics import count_published
-from journal.positions import ZERO_ID, StreamId, Target
+from herald.journal.envelope import Prepared
+from herald.journal.positions import ZERO_ID, StreamId, Target
+from herald.journal.runtime.metrics import count_published
 
 __all__ = ["RedisJournal"]
 
@@ -74,7 +74,7 @@ class RedisJournal:
     def __init__(self, client: aioredis.Redis, limits: JournalLimits | None = None) -> None:
         self.client = client
         self.limits = limits or JournalLimits()
-        source = resources.files("journal").joinpath("lua/publish.lua").read_text()
+        source = resources.files("herald.journal").joinpath("lua/publish.lua").read_text()
         self._script = client.register_script(source)
 
     def _call_args(

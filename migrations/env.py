@@ -1,4 +1,4 @@
-"""Alembic environment: async engine (psycopg 3), naming convention from journal.tables."""
+"""Alembic environment: async engine (psycopg 3), naming convention from herald.journal.tables."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
-from journal.tables import metadata
+from herald.journal.tables import metadata
 
 config = context.config
 

@@ -7,8 +7,8 @@ from importlib import resources
 
 import redis.asyncio as aioredis
 
-from journal.positions import Target
-from streams.budget import BudgetLimits
+from herald.journal.positions import Target
+from herald.streams.budget import BudgetLimits
 
 __all__ = ["RedisBudgets"]
 
@@ -18,10 +18,10 @@ class RedisBudgets:
         self.client = client
         self.limits = limits
         self._lease = client.register_script(
-            resources.files("streams").joinpath("lua/lease.lua").read_text()
+            resources.files("herald.streams").joinpath("lua/lease.lua").read_text()
         )
         self._replay = client.register_script(
-            resources.files("streams").joinpath("lua/replay_budget.lua").read_text()
+            resources.files("herald.streams").joinpath("lua/replay_budget.lua").read_text()
         )
 
     @staticmethod

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from journal.positions import NAME_RE, ZERO_ID, CursorError, StreamId, Target
+from herald.journal.positions import NAME_RE, ZERO_ID, CursorError, StreamId, Target
 
 __all__ = ["USER_KEY", "Cursor", "Position", "item_prefix", "key_of", "render"]
 

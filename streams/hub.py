@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from journal.envelope import envelope_id
-from journal.positions import StreamId
+from herald.journal.envelope import envelope_id
+from herald.journal.positions import StreamId
 
 __all__ = [
     "CLOSE",

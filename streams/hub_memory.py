@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from journal.envelope import envelope_id
-from journal.memory import MemoryJournal
-from journal.positions import StreamId, Target
-from streams.hub import LiveMessage, Registry, Subscribing, Subscription
+from herald.journal.envelope import envelope_id
+from herald.journal.memory import MemoryJournal
+from herald.journal.positions import StreamId, Target
+from herald.streams.hub import LiveMessage, Registry, Subscribing, Subscription
 
 __all__ = ["MemoryHub"]
 

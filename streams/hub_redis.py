@@ -30,8 +30,8 @@ from collections.abc import Callable, Sequence
 
 from redis.asyncio.connection import AbstractConnection
 
-from journal.metrics import HUB_RECONNECTS
-from streams.hub import Registry, Subscribing, Subscription, parse_frame
+from herald.journal.runtime.metrics import HUB_RECONNECTS
+from herald.streams.hub import Registry, Subscribing, Subscription, parse_frame
 
 __all__ = ["HubUnavailable", "RedisHub"]
 

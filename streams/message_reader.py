@@ -32,16 +32,16 @@ from datetime import UTC, datetime
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from journal.db import DatabaseUnavailable
-from journal.messages import (
+from herald.journal.messages.store import (
     TERMINAL_TYPES,
     MessageInfo,
     get_message,
     message_envelope,
     read_events,
 )
-from streams.hub import LiveMessage, Signal, Subscription
-from streams.session import PING, Overflowed
+from herald.journal.runtime.db import DatabaseUnavailable
+from herald.streams.hub import LiveMessage, Signal, Subscription
+from herald.streams.session import PING, Overflowed
 
 __all__ = ["MessageReader", "ReaderLimits", "frame", "is_terminal", "watchdog_envelope"]
 

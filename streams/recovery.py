@@ -19,8 +19,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from journal.positions import ZERO_ID, StreamId
-from streams.cursor import Position
+from herald.journal.positions import ZERO_ID, StreamId
+from herald.streams.cursor import Position
 
 __all__ = ["Gap", "GapReason", "Step", "classify", "position_after_gap"]
 

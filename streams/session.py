@@ -6,7 +6,7 @@ The order of operations is the whole point (DESIGN §4.2):
 2. fix a starting position per stream: the cursor's, or the stream's newest entry;
 3. replay each stream from the journal after its position, page by page;
 4. stream live messages; each is classified against the position (see
-   ``streams.recovery``): the next one is delivered, a duplicate dropped, and a hole
+   ``herald.streams.recovery``): the next one is delivered, a duplicate dropped, and a hole
    (or an epoch change, or a RESYNC from the hub) refills from the journal.
 
 Everything the session sends is an SSE frame carrying the composite cursor as its
@@ -23,14 +23,14 @@ from datetime import UTC, datetime
 import orjson
 from prometheus_client import Counter
 
-from journal.base import Entry, Journal
-from journal.envelope import format_time
-from journal.metrics import GAPS
-from journal.positions import ZERO_ID, StreamId, Target
-from streams.cursor import Cursor, Position, item_prefix
-from streams.cursor import render as render_cursor
-from streams.hub import Signal, Subscription
-from streams.recovery import Gap, GapReason, Step, classify, position_after_gap
+from herald.journal.base import Entry, Journal
+from herald.journal.envelope import format_time
+from herald.journal.positions import ZERO_ID, StreamId, Target
+from herald.journal.runtime.metrics import GAPS
+from herald.streams.cursor import Cursor, Position, item_prefix
+from herald.streams.cursor import render as render_cursor
+from herald.streams.hub import Signal, Subscription
+from herald.streams.recovery import Gap, GapReason, Step, classify, position_after_gap
 
 __all__ = ["Overflowed", "Session", "SessionLimits", "gap_envelope", "sse_frame"]
 

@@ -51,7 +51,7 @@ async def real_redis() -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture(scope="session")
 def migrated_database() -> str:
     """The test database, migrated to head once per session (idempotent)."""
-    import migrations
+    from herald import migrations
 
     migrations.upgrade(DATABASE_URL)
     return DATABASE_URL
@@ -59,8 +59,8 @@ def migrated_database() -> str:
 
 @pytest.fixture
 async def engine(migrated_database: str) -> AsyncIterator[AsyncEngine]:
-    from journal.db import make_engine
-    from journal.settings import Settings
+    from herald.journal.runtime.db import make_engine
+    from herald.journal.runtime.settings import Settings
 
     built = make_engine(Settings.load(database_url=migrated_database, redis_url="memory://"))
     yield built

@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any
 
-from workers.task import DEFERRED, Deferred, TaskContext, TaskError, TaskRegistry
+from herald.workers.task import DEFERRED, Deferred, TaskContext, TaskError, TaskRegistry
 
 # Monotonic start time of each attempt, by task id (in-process tests read it).
 STARTS: dict[str, list[float]] = {}

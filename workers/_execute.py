@@ -22,19 +22,26 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import RedisError
 
-from journal.base import Journal, try_publish
-from journal.envelope import EnvelopeError
-from journal.metrics import TASK_SECONDS, TASKS
-from journal.positions import Target
-from journal.tasks import InvalidTask, QueuedTask, StatusUpdate, TaskQueue, iso_time, now_ms
-from workers._progress import ProgressThrottle
-from workers.task import Deferred, TaskContext, TaskError, TaskRegistry, TaskSpec
+from herald.journal.base import Journal, try_publish
+from herald.journal.envelope import EnvelopeError
+from herald.journal.positions import Target
+from herald.journal.runtime.metrics import TASK_SECONDS, TASKS
+from herald.journal.tasks.queue import (
+    InvalidTask,
+    QueuedTask,
+    StatusUpdate,
+    TaskQueue,
+    iso_time,
+    now_ms,
+)
+from herald.workers._progress import ProgressThrottle
+from herald.workers.task import Deferred, TaskContext, TaskError, TaskRegistry, TaskSpec
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from journal.settings import Settings
+    from herald.journal.runtime.settings import Settings
 
 __all__ = ["Delivery", "Runner"]
 

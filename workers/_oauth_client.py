@@ -20,8 +20,8 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import httpx
 import orjson
 
-from journal.oauth_state import UnsafeUrl, check_url
-from workers.task import TaskError
+from herald.journal.oauth.pending import UnsafeUrl, check_url
+from herald.workers.task import TaskError
 
 __all__ = [
     "AuthServer",

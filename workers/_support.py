@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
-from journal.clients import tcp_options
+from herald.journal.runtime.clients import tcp_options
 
 if TYPE_CHECKING:
-    from journal.settings import Settings
+    from herald.journal.runtime.settings import Settings
 
 __all__ = [
     "Slots",

@@ -18,11 +18,11 @@ from typing import Any
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from journal.db import run_in_transaction
-from journal.tables import attachments
-from workers.chunkstore import require_engine
-from workers.extract import ExtractError, extract_text, split
-from workers.task import TaskContext, TaskError, TaskRegistry
+from herald.journal.runtime.db import run_in_transaction
+from herald.journal.tables import attachments
+from herald.workers.chunkstore import require_engine
+from herald.workers.extract import ExtractError, extract_text, split
+from herald.workers.task import TaskContext, TaskError, TaskRegistry
 
 __all__ = ["KIND", "extract_attachment", "register"]
 

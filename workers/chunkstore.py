@@ -16,10 +16,10 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from journal.db import run_in_transaction
-from journal.tables import chunks, source_files, sources
-from workers.extract import Chunk
-from workers.task import TaskContext, TaskError
+from herald.journal.runtime.db import run_in_transaction
+from herald.journal.tables import chunks, source_files, sources
+from herald.workers.extract import Chunk
+from herald.workers.task import TaskContext, TaskError
 
 __all__ = ["INSERT_BATCH", "Progress", "finish", "remove_file", "replace_chunks", "require_engine"]
 

@@ -24,11 +24,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from journal.db import run_in_transaction
-from journal.tables import chunks, source_files
-from workers.chunkstore import finish, remove_file, replace_chunks
-from workers.extract import ExtractError, content_type_for, extract_text, split
-from workers.task import TaskContext, TaskError
+from herald.journal.runtime.db import run_in_transaction
+from herald.journal.tables import chunks, source_files
+from herald.workers.chunkstore import finish, remove_file, replace_chunks
+from herald.workers.extract import ExtractError, content_type_for, extract_text, split
+from herald.workers.task import TaskContext, TaskError
 
 __all__ = ["ScannedFile", "inside_roots", "scan_directory", "sync_connector"]
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from journal.formats import CONTENT_TYPES
+from herald.journal.sources.formats import CONTENT_TYPES
 
 __all__ = [
     "CONTENT_TYPES",

@@ -22,12 +22,12 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from journal.db import run_in_transaction
-from journal.tables import source_files, sources
-from workers.chunkstore import finish, replace_chunks, require_engine
-from workers.connector import sync_connector
-from workers.extract import Chunk, ExtractError, extract_text, split
-from workers.task import TaskContext, TaskError, TaskRegistry
+from herald.journal.runtime.db import run_in_transaction
+from herald.journal.tables import source_files, sources
+from herald.workers.chunkstore import finish, replace_chunks, require_engine
+from herald.workers.connector import sync_connector
+from herald.workers.extract import Chunk, ExtractError, extract_text, split
+from herald.workers.task import TaskContext, TaskError, TaskRegistry
 
 __all__ = ["KIND", "ingest_source", "register"]
 

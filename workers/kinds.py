@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from workers import attachments, ingest, oauth
-from workers.task import TaskContext, TaskRegistry
+from herald.workers import attachments, ingest, oauth
+from herald.workers.task import TaskContext, TaskRegistry
 
 __all__ = ["KIND_MODULES", "default_registry", "register_builtin"]
 

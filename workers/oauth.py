@@ -21,19 +21,19 @@ from typing import Any
 import httpx
 import orjson
 
-from journal.db import DatabaseUnavailable
-from journal.envelope import format_time
-from journal.oauth_state import (
+from herald.journal.envelope import format_time
+from herald.journal.oauth.pending import (
     PendingAuthorization,
     PendingAuthorizations,
     UnsafeUrl,
     check_url,
     new_state,
 )
-from journal.oauth_tokens import save_token_set
-from journal.secretbox import SecretBox, SecretBoxError, secretbox_for
-from journal.settings import Settings
-from workers._oauth_client import (
+from herald.journal.oauth.secretbox import SecretBox, SecretBoxError, secretbox_for
+from herald.journal.oauth.tokens import save_token_set
+from herald.journal.runtime.db import DatabaseUnavailable
+from herald.journal.runtime.settings import Settings
+from herald.workers._oauth_client import (
     AuthServer,
     Client,
     authorization_url,
@@ -42,7 +42,7 @@ from workers._oauth_client import (
     pkce_pair,
     register_client,
 )
-from workers.task import DEFERRED, Deferred, TaskContext, TaskError, TaskRegistry
+from herald.workers.task import DEFERRED, Deferred, TaskContext, TaskError, TaskRegistry
 
 __all__ = ["CONNECT", "EVENTS", "EXCHANGE", "connect", "exchange", "register"]
 

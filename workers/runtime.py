@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from journal.tasks import GROUP, TaskQueue, now_ms, tasks_key
-from workers._execute import Delivery, Runner
-from workers._support import (
+from herald.journal.tasks.queue import GROUP, TaskQueue, now_ms, tasks_key
+from herald.workers._execute import Delivery, Runner
+from herald.workers._support import (
     Slots,
     blocking_client,
     cancel_all,
@@ -37,13 +37,13 @@ from workers._support import (
     stream_rows,
     text,
 )
-from workers.task import TaskRegistry
+from herald.workers.task import TaskRegistry
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from journal.base import Journal
-    from journal.settings import Settings
+    from herald.journal.base import Journal
+    from herald.journal.runtime.settings import Settings
 
 __all__ = ["Worker", "blocking_client", "default_consumer_name"]  # the last two re-exported
 

@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from journal.base import Journal
-    from journal.settings import Settings
-    from journal.tasks import TaskQueue
+    from herald.journal.base import Journal
+    from herald.journal.runtime.settings import Settings
+    from herald.journal.tasks.queue import TaskQueue
 
 __all__ = [
     "DEFERRED",

@@ -10,11 +10,11 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from journal.base import Journal, JournalLimits, PublishRequest
-from journal.envelope import EnvelopeTooLarge, InvalidEnvelope
-from journal.memory import MemoryJournal
-from journal.positions import ZERO_ID, StreamId, Target
-from journal.redis import RedisJournal
+from herald.journal.base import Journal, JournalLimits, PublishRequest
+from herald.journal.envelope import EnvelopeTooLarge, InvalidEnvelope
+from herald.journal.memory import MemoryJournal
+from herald.journal.positions import ZERO_ID, StreamId, Target
+from herald.journal.redis import RedisJournal
 from tests.conftest import REDIS_URL
 
 LIMITS = JournalLimits(max_envelope_bytes=2048, stream_maxlen=10000, idempotency_window_s=60)

@@ -20,10 +20,10 @@ import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Browser, Page, Request
 
-from api.tickets import stream_cookie_name
-from journal.base import JournalLimits
-from journal.positions import Target
-from journal.redis import RedisJournal
+from herald.api.tickets import stream_cookie_name
+from herald.journal.base import JournalLimits
+from herald.journal.positions import Target
+from herald.journal.redis import RedisJournal
 from tests.conftest import REDIS_URL
 from tests.servers import HeraldProcess
 

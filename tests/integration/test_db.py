@@ -30,9 +30,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-import migrations
-from journal.db import DatabaseUnavailable, make_engine, run_in_transaction
-from journal.settings import Settings
+from herald import migrations
+from herald.journal.runtime.db import DatabaseUnavailable, make_engine, run_in_transaction
+from herald.journal.runtime.settings import Settings
 from tests.conftest import DATABASE_URL, REDIS_URL
 from tests.servers import free_port
 

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import redis
 
-from journal.embedded import EmbeddedServices
+from herald.journal.runtime.embedded import EmbeddedServices
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CHILD = """
 import json, sys, threading
 from pathlib import Path
-from journal.embedded import EmbeddedServices
+from herald.journal.runtime.embedded import EmbeddedServices
 
 services = EmbeddedServices(Path(sys.argv[1]))
 services.start()

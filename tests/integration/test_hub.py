@@ -17,10 +17,10 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 
-from api.state import hub_connection_factory
-from journal.settings import Settings
-from streams.hub import LiveMessage, Signal
-from streams.hub_redis import RedisHub
+from herald.api.state import hub_connection_factory
+from herald.journal.runtime.settings import Settings
+from herald.streams.hub import LiveMessage, Signal
+from herald.streams.hub_redis import RedisHub
 from tests.conftest import REDIS_URL
 
 pytestmark = pytest.mark.integration

@@ -27,21 +27,21 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import migrations
-from journal.base import Journal
-from journal.clients import make_journal
-from journal.db import make_engine
-from journal.envelope import decode
-from journal.positions import ZERO_ID, Target
-from journal.settings import Settings
-from journal.tables import attachments, chunks, source_files, sources
-from journal.tasks import TaskQueue
+from herald import migrations
+from herald.journal.base import Journal
+from herald.journal.envelope import decode
+from herald.journal.positions import ZERO_ID, Target
+from herald.journal.runtime.clients import make_journal
+from herald.journal.runtime.db import make_engine
+from herald.journal.runtime.settings import Settings
+from herald.journal.tables import attachments, chunks, source_files, sources
+from herald.journal.tasks.queue import TaskQueue
+from herald.workers.chunkstore import INSERT_BATCH
+from herald.workers.kinds import default_registry
+from herald.workers.runtime import Worker
 from tests.conftest import DATABASE_URL, REDIS_URL, redis_url_with_db
 from tests.data.documents import make_pdf
 from tests.servers import TEST_SECRET, HeraldProcess
-from workers.chunkstore import INSERT_BATCH
-from workers.kinds import default_registry
-from workers.runtime import Worker
 
 pytestmark = pytest.mark.integration
 

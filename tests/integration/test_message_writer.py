@@ -12,18 +12,18 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from journal.db import make_engine
-from journal.messages import (
+from herald.journal.messages.producer import MessageStreams, connect
+from herald.journal.messages.store import (
     cleanup_message_events,
     create_message,
     get_message,
     read_events,
 )
-from journal.metrics import WRITER_FAILURES, WRITER_OVERLOADED
-from journal.producer import MessageStreams, connect
-from journal.settings import Settings
-from journal.tables import message_events, messages
-from journal.writer import MessageWriter, Row, WriterOverloaded
+from herald.journal.messages.writer import MessageWriter, Row, WriterOverloaded
+from herald.journal.runtime.db import make_engine
+from herald.journal.runtime.metrics import WRITER_FAILURES, WRITER_OVERLOADED
+from herald.journal.runtime.settings import Settings
+from herald.journal.tables import message_events, messages
 from tests.conftest import DATABASE_URL, REDIS_URL
 from tests.faults import TcpProxy, proxy_database
 

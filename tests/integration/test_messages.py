@@ -16,10 +16,10 @@ import httpx
 import pytest
 from sqlalchemy import delete, func, select, update
 
-from journal.db import make_engine
-from journal.producer import MessageStreams, connect
-from journal.settings import Settings
-from journal.tables import message_events, messages
+from herald.journal.messages.producer import MessageStreams, connect
+from herald.journal.runtime.db import make_engine
+from herald.journal.runtime.settings import Settings
+from herald.journal.tables import message_events, messages
 from tests.conftest import DATABASE_URL, REDIS_URL
 from tests.faults import proxy_database
 from tests.servers import HERALD, HeraldProcess

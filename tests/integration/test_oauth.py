@@ -20,21 +20,21 @@ import httpx
 import pytest
 from sqlalchemy import delete, select
 
-from api.app import create_app
-from api.auth import Authenticator
-from api.state import AppState, open_state
-from journal.envelope import decode
-from journal.oauth_tokens import load_token_set
-from journal.positions import ZERO_ID, Target
-from journal.secretbox import secretbox_for
-from journal.settings import Settings
-from journal.tables import oauth_tokens
-from journal.tasks import TaskQueue, dead_key, retry_key, tasks_key
+from herald.api.app import create_app
+from herald.api.auth import Authenticator
+from herald.api.state import AppState, open_state
+from herald.journal.envelope import decode
+from herald.journal.oauth.secretbox import secretbox_for
+from herald.journal.oauth.tokens import load_token_set
+from herald.journal.positions import ZERO_ID, Target
+from herald.journal.runtime.settings import Settings
+from herald.journal.tables import oauth_tokens
+from herald.journal.tasks.queue import TaskQueue, dead_key, retry_key, tasks_key
+from herald.workers.kinds import default_registry
+from herald.workers.runtime import Worker
 from tests.conftest import DATABASE_URL, REDIS_URL
 from tests.oauth_server import AuthorizationServer
 from tests.servers import TEST_SECRET, free_port
-from workers.kinds import default_registry
-from workers.runtime import Worker
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from journal.base import JournalLimits
-from journal.positions import ZERO_ID, Target
-from journal.redis import RedisJournal
+from herald.journal.base import JournalLimits
+from herald.journal.positions import ZERO_ID, Target
+from herald.journal.redis import RedisJournal
 from tests.conftest import REDIS_URL
 
 pytestmark = pytest.mark.integration
@@ -83,7 +83,7 @@ async def test_subscriber_receives_envelope_with_previous_id(
 async def test_lost_script_is_reloaded_without_double_publishing(
     real_redis: aioredis.Redis, unique: str
 ):
-    from journal.base import PublishRequest
+    from herald.journal.base import PublishRequest
 
     journal = RedisJournal(real_redis, JournalLimits())
     target = Target.user(unique)

@@ -28,8 +28,8 @@ import orjson
 import pytest
 import redis
 
-from api.readiness import WORKERS_KEY
-from journal.embedded import EmbeddedServices
+from herald.api.readiness import WORKERS_KEY
+from herald.journal.runtime.embedded import EmbeddedServices
 from tests.servers import HeraldProcess, free_port
 
 pytestmark = pytest.mark.integration

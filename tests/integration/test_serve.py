@@ -196,7 +196,7 @@ def test_serve_refuses_a_database_behind_head_until_migrated(folder: Path, uniqu
             timeout=60,
         )
         assert refused.returncode == 1
-        import migrations
+        from herald import migrations
 
         expected = migrations.head_revision()
         assert f"revision none (never migrated), expected {expected}" in refused.stderr

@@ -35,9 +35,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from journal.base import JournalLimits
-from journal.positions import StreamId, Target
-from journal.redis import RedisJournal
+from herald.journal.base import JournalLimits
+from herald.journal.positions import StreamId, Target
+from herald.journal.redis import RedisJournal
 from tests.servers import HeraldProcess
 from tests.sseclient import SseEvent, SseRefused, SseStream, open_sse
 

@@ -12,10 +12,10 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from api.tail import Tail
-from journal.base import JournalLimits, PublishRequest
-from journal.positions import Target
-from journal.redis import RedisJournal
+from herald.api.tail import Tail
+from herald.journal.base import JournalLimits, PublishRequest
+from herald.journal.positions import Target
+from herald.journal.redis import RedisJournal
 from tests.conftest import REDIS_URL
 from tests.servers import HeraldProcess
 

@@ -25,8 +25,8 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from api.app import create_app
-from journal.settings import Settings
+from herald.api.app import create_app
+from herald.journal.runtime.settings import Settings
 from tests.servers import TEST_SECRET, HeraldProcess
 
 pytestmark = pytest.mark.integration

@@ -28,15 +28,15 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from journal.positions import Target
-from journal.redis import RedisJournal
-from journal.settings import Settings
-from journal.tasks import GROUP, TaskQueue, dead_key, retry_key, status_key, tasks_key
+from herald.journal.positions import Target
+from herald.journal.redis import RedisJournal
+from herald.journal.runtime.settings import Settings
+from herald.journal.tasks.queue import GROUP, TaskQueue, dead_key, retry_key, status_key, tasks_key
+from herald.workers.kinds import default_registry
+from herald.workers.runtime import Worker
 from tests import worker_kinds
 from tests.conftest import DATABASE_URL, REDIS_URL
 from tests.servers import HeraldProcess
-from workers.kinds import default_registry
-from workers.runtime import Worker
 
 pytestmark = pytest.mark.integration
 

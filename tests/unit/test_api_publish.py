@@ -10,14 +10,14 @@ import httpx
 import orjson
 import pytest
 
-from api.app import create_app
-from api.auth import Authenticator
-from api.state import memory_state
-from api.tickets import RedisTicketStore
-from journal.base import JournalLimits
-from journal.positions import Target
-from journal.redis import RedisJournal
-from journal.settings import Settings
+from herald.api.app import create_app
+from herald.api.auth import Authenticator
+from herald.api.state import memory_state
+from herald.api.tickets import RedisTicketStore
+from herald.journal.base import JournalLimits
+from herald.journal.positions import Target
+from herald.journal.redis import RedisJournal
+from herald.journal.runtime.settings import Settings
 
 SECRET = "k" * 40
 

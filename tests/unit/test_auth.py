@@ -7,8 +7,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from api.auth import Authenticator, AuthError, load_or_create_secret
-from journal.settings import Settings
+from herald.api.auth import Authenticator, AuthError, load_or_create_secret
+from herald.journal.runtime.settings import Settings
 
 SECRET = "s" * 40
 

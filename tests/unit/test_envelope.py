@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from journal.envelope import (
+from herald.journal.envelope import (
     EnvelopeTooLarge,
     InvalidEnvelope,
     decode,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from api import uploads
-from tests.data.documents import make_pdf
-from workers.extract import (
+from herald.api import uploads
+from herald.workers.extract import (
     CONTENT_TYPES,
     ExtractError,
     content_type_for,
@@ -14,6 +13,7 @@ from workers.extract import (
     extract_text,
     split,
 )
+from tests.data.documents import make_pdf
 
 
 def test_the_api_accepts_exactly_the_formats_the_worker_reads():

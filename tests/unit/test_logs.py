@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from api.logs import JsonFormatter, RedactCredentials, configure_logging, redact
-from api.middleware import REQUEST_ID
+from herald.api.logs import JsonFormatter, RedactCredentials, configure_logging, redact
+from herald.api.middleware import REQUEST_ID
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,16 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from journal.messages import message_envelope
-from journal.positions import StreamId
-from streams.hub import LiveMessage, parse_frame
-from streams.message_reader import MessageReader, ReaderLimits, is_terminal, watchdog_envelope
-from streams.session import Overflowed
+from herald.journal.messages.store import message_envelope
+from herald.journal.positions import StreamId
+from herald.streams.hub import LiveMessage, parse_frame
+from herald.streams.message_reader import (
+    MessageReader,
+    ReaderLimits,
+    is_terminal,
+    watchdog_envelope,
+)
+from herald.streams.session import Overflowed
 
 MID = uuid.UUID("00000000-0000-0000-0000-000000000001")
 

@@ -19,19 +19,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api.app import create_app
-from api.auth import Authenticator
-from api.middleware import REQUEST_ID, ObserveRequests
-from api.state import AppState, memory_state
-from journal.base import JournalLimits, PublishRequest
-from journal.memory import MemoryJournal
-from journal.metrics import ENVELOPES_DELIVERED
-from journal.positions import Target
-from journal.redis import RedisJournal
-from journal.settings import Settings
-from streams.cursor import Cursor
-from streams.hub_memory import MemoryHub
-from streams.session import Session, SessionLimits
+from herald.api.app import create_app
+from herald.api.auth import Authenticator
+from herald.api.middleware import REQUEST_ID, ObserveRequests
+from herald.api.state import AppState, memory_state
+from herald.journal.base import JournalLimits, PublishRequest
+from herald.journal.memory import MemoryJournal
+from herald.journal.positions import Target
+from herald.journal.redis import RedisJournal
+from herald.journal.runtime.metrics import ENVELOPES_DELIVERED
+from herald.journal.runtime.settings import Settings
+from herald.streams.cursor import Cursor
+from herald.streams.hub_memory import MemoryHub
+from herald.streams.session import Session, SessionLimits
 
 
 def sample(name: str, **labels: str) -> float:

@@ -9,8 +9,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from journal.oauth_state import PendingAuthorizations, UnsafeUrl, check_url, new_state
-from workers._oauth_client import AuthServer, Client, authorization_url, pkce_pair, well_known_urls
+from herald.journal.oauth.pending import PendingAuthorizations, UnsafeUrl, check_url, new_state
+from herald.workers._oauth_client import (
+    AuthServer,
+    Client,
+    authorization_url,
+    pkce_pair,
+    well_known_urls,
+)
 
 
 @pytest.mark.parametrize(

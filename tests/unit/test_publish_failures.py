@@ -13,14 +13,14 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from api.app import create_app
-from api.auth import Authenticator
-from api.state import memory_state
-from api.tickets import RedisTicketStore
-from journal.base import JournalLimits, JournalUnavailable, try_publish
-from journal.positions import Target
-from journal.redis import RedisJournal
-from journal.settings import Settings
+from herald.api.app import create_app
+from herald.api.auth import Authenticator
+from herald.api.state import memory_state
+from herald.api.tickets import RedisTicketStore
+from herald.journal.base import JournalLimits, JournalUnavailable, try_publish
+from herald.journal.positions import Target
+from herald.journal.redis import RedisJournal
+from herald.journal.runtime.settings import Settings
 
 
 @pytest.fixture

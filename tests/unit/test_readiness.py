@@ -19,9 +19,9 @@ import fakeredis
 import httpx
 import pytest
 
-from api.app import create_app
-from api.auth import Authenticator
-from api.readiness import (
+from herald.api.app import create_app
+from herald.api.auth import Authenticator
+from herald.api.readiness import (
     WORKERS_KEY,
     Check,
     CheckResult,
@@ -31,8 +31,8 @@ from api.readiness import (
     check_writer,
     verdict,
 )
-from api.state import AppState, memory_state
-from journal.settings import Settings
+from herald.api.state import AppState, memory_state
+from herald.journal.runtime.settings import Settings
 
 RFC3339_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 

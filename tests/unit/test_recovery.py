@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from journal.positions import ZERO_ID, StreamId
-from streams.cursor import Cursor, CursorError, Position
-from streams.recovery import Step, classify
+from herald.journal.positions import ZERO_ID, StreamId
+from herald.streams.cursor import Cursor, CursorError, Position
+from herald.streams.recovery import Step, classify
 
 
 def sid(n: int) -> StreamId:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from api.auth import load_or_create_secret
-from journal.oauth_tokens import sealing_context
-from journal.secretbox import KeyUnavailable, SecretBox, SecretBoxError, secretbox_for
-from journal.settings import Settings, SettingsError
+from herald.api.auth import load_or_create_secret
+from herald.journal.oauth.secretbox import KeyUnavailable, SecretBox, SecretBoxError, secretbox_for
+from herald.journal.oauth.tokens import sealing_context
+from herald.journal.runtime.settings import Settings, SettingsError
 
 KEY_A = "a" * 40
 KEY_B = "b" * 40

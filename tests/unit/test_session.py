@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from journal.base import JournalLimits, PublishRequest
-from journal.memory import MemoryJournal
-from journal.positions import Target
-from streams.cursor import Cursor
-from streams.hub_memory import MemoryHub
-from streams.session import Overflowed, Session, SessionLimits
+from herald.journal.base import JournalLimits, PublishRequest
+from herald.journal.memory import MemoryJournal
+from herald.journal.positions import Target
+from herald.streams.cursor import Cursor
+from herald.streams.hub_memory import MemoryHub
+from herald.streams.session import Overflowed, Session, SessionLimits
 
 USER = Target.user("alice")
 TOPIC = Target.topic("printers")

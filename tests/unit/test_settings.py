@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from journal.settings import Settings, SettingsError
+from herald.journal.runtime.settings import Settings, SettingsError
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch):

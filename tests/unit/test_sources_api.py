@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from api.app import create_app
-from api.auth import Authenticator
-from api.state import memory_state
-from journal.db import make_engine
-from journal.settings import Settings
+from herald.api.app import create_app
+from herald.api.auth import Authenticator
+from herald.api.state import memory_state
+from herald.journal.runtime.db import make_engine
+from herald.journal.runtime.settings import Settings
 
 SECRET = "k" * 40
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from api.cli import _parser
-from workers._commands import TasksOptionError, load_tasks
-from workers.kinds import default_registry
+from herald.cli import _parser
+from herald.workers.commands import TasksOptionError, load_tasks
+from herald.workers.kinds import default_registry
 
 
 def test_tasks_option_adds_the_kinds_of_a_module():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers._progress import ProgressThrottle
+from herald.workers._progress import ProgressThrottle
 
 
 def _sent(calls: list[tuple[int, int, float]]) -> list[tuple[int, int]]:

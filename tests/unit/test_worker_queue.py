@@ -11,14 +11,14 @@ import fakeredis
 import httpx
 import pytest
 
-from api.app import create_app
-from api.auth import Authenticator
-from api.state import memory_state
-from api.tickets import RedisTicketStore
-from journal.positions import ZERO_ID, Target
-from journal.redis import RedisJournal
-from journal.settings import Settings
-from journal.tasks import (
+from herald.api.app import create_app
+from herald.api.auth import Authenticator
+from herald.api.state import memory_state
+from herald.api.tickets import RedisTicketStore
+from herald.journal.positions import ZERO_ID, Target
+from herald.journal.redis import RedisJournal
+from herald.journal.runtime.settings import Settings
+from herald.journal.tasks.queue import (
     MAX_TASK_BYTES,
     WORKERS_KEY,
     InvalidTask,

@@ -12,14 +12,14 @@ import orjson
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from journal.positions import ZERO_ID, Target
-from journal.redis import RedisJournal
-from journal.settings import Settings
-from journal.tasks import GROUP, StatusUpdate, TaskQueue, tasks_key
+from herald.journal.positions import ZERO_ID, Target
+from herald.journal.redis import RedisJournal
+from herald.journal.runtime.settings import Settings
+from herald.journal.tasks.queue import GROUP, StatusUpdate, TaskQueue, tasks_key
+from herald.workers.kinds import default_registry
+from herald.workers.runtime import Worker
+from herald.workers.task import TaskRegistry
 from tests import worker_kinds
-from workers.kinds import default_registry
-from workers.runtime import Worker
-from workers.task import TaskRegistry
 
 USER = "alice"
 

@@ -17,11 +17,11 @@ from typing import Any, TypeVar
 import orjson
 from redis.exceptions import RedisError
 
-from journal.clients import make_journal, make_redis
-from journal.settings import Settings
-from journal.tasks import TaskQueue
-from workers.runtime import Worker
-from workers.task import TaskRegistry
+from herald.journal.runtime.clients import make_journal, make_redis
+from herald.journal.runtime.settings import Settings
+from herald.journal.tasks.queue import TaskQueue
+from herald.workers.runtime import Worker
+from herald.workers.task import TaskRegistry
 
 __all__ = [
     "CommandError",
@@ -82,7 +82,9 @@ async def _queue(
     journal = make_journal(settings, client)
     db = None
     if engine and settings.database_url:
-        from journal.db import make_engine  # SQLAlchemy is slow to import; workers only
+        from herald.journal.runtime.db import (
+            make_engine,  # SQLAlchemy is slow to import; workers only
+        )
 
         db = make_engine(settings)
     try:
@@ -98,7 +100,7 @@ def run_worker(
 ) -> int:
     """``herald worker``: run until SIGTERM/SIGINT, finish the running tasks, return 0.
     A second signal cancels the running tasks (they are reclaimed later) and returns 130."""
-    from workers.kinds import default_registry
+    from herald.workers.kinds import default_registry
 
     registry = default_registry()
     load_tasks(registry, tasks)
@@ -205,7 +207,7 @@ class InProcessWorker:
         if state is None or state.tasks is None:
             log.info("no in-process worker: the task queue needs Redis")
             return
-        from workers.kinds import default_registry
+        from herald.workers.kinds import default_registry
 
         self.worker = Worker(
             default_registry(),

@@ -5,7 +5,7 @@ The connect task saves a record under the ``state`` it put in the authorization 
 state past its TTL, already used, or never issued all read as unknown.  Keys hold
 the SHA-256 of the state, never the state itself, so key listings and slow logs do
 not show a usable credential.  The record's secrets (PKCE verifier, client secret)
-travel sealed (``journal.secretbox``): only workers, which hold the key, open them.
+travel sealed (``herald.journal.oauth.secretbox``): only workers, which hold the key, open them.
 """
 
 from __future__ import annotations

@@ -30,11 +30,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from journal.base import JournalUnavailable
-from journal.clients import make_redis
-from journal.db import DatabaseUnavailable, make_engine
-from journal.envelope import EnvelopeTooLarge, InvalidEnvelope
-from journal.messages import (
+from herald.journal.base import JournalUnavailable
+from herald.journal.envelope import EnvelopeTooLarge, InvalidEnvelope
+from herald.journal.messages.store import (
     EVENT_TYPE_RE,
     TERMINAL_TYPES,
     MessageInfo,
@@ -45,14 +43,16 @@ from journal.messages import (
     seq_key_of,
     set_status,
 )
-from journal.settings import Settings
-from journal.writer import MessageWriter, Row
+from herald.journal.messages.writer import MessageWriter, Row
+from herald.journal.runtime.clients import make_redis
+from herald.journal.runtime.db import DatabaseUnavailable, make_engine
+from herald.journal.runtime.settings import Settings
 
 __all__ = ["MessageStream", "MessageStreams", "connect"]
 
 log = logging.getLogger("herald.producer")
 
-_SCRIPT = resources.files("journal").joinpath("lua/message_publish.lua").read_text()
+_SCRIPT = resources.files("herald.journal.messages").joinpath("lua/publish.lua").read_text()
 _COUNTER_TTL_S = 7 * 24 * 3600
 _CLOSE_WAIT_S = 30.0
 

@@ -19,9 +19,9 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from journal.db import run_in_transaction
-from journal.secretbox import SecretBox
-from journal.tables import oauth_tokens
+from herald.journal.oauth.secretbox import SecretBox
+from herald.journal.runtime.db import run_in_transaction
+from herald.journal.tables import oauth_tokens
 
 __all__ = ["StoredTokenSet", "load_token_set", "save_token_set", "sealing_context"]
 

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from journal.settings import Settings
+from herald.journal.runtime.settings import Settings
 
 __all__ = ["DatabaseUnavailable", "make_engine", "run_in_transaction"]
 

@@ -40,7 +40,7 @@ from psycopg.errors import UniqueViolation
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from journal.metrics import (
+from herald.journal.runtime.metrics import (
     WRITER_BACKLOG,
     WRITER_FAILURES,
     WRITER_FLUSH_ROWS,

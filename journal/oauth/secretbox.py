@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from journal.settings import Settings
+from herald.journal.runtime.settings import Settings
 
 __all__ = ["KeyUnavailable", "SecretBox", "SecretBoxError", "key_material", "secretbox_for"]
 

@@ -8,10 +8,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from journal.base import Journal, JournalLimits
-from journal.memory import MemoryJournal
-from journal.redis import RedisJournal
-from journal.settings import Settings
+from herald.journal.base import Journal, JournalLimits
+from herald.journal.memory import MemoryJournal
+from herald.journal.redis import RedisJournal
+from herald.journal.runtime.settings import Settings
 
 __all__ = ["journal_limits", "make_journal", "make_redis", "tcp_options"]
 

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
-from api.auth import Authenticator, load_or_create_secret
-from journal.settings import Settings, SettingsError
+from herald.api.auth import Authenticator, load_or_create_secret
+from herald.journal.runtime.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from journal.embedded import EmbeddedServices
+    from herald.journal.runtime.embedded import EmbeddedServices
 
 __all__ = ["main"]
 
@@ -148,7 +148,7 @@ def _close_streams(app: Any) -> None:
 
 def _require_head(database_url: str) -> None:
     """Refuse to serve a database whose schema is not the one this code expects."""
-    import migrations
+    from herald import migrations
 
     try:
         found, expected = migrations.current_revision(database_url), migrations.head_revision()
@@ -164,7 +164,7 @@ def _require_head(database_url: str) -> None:
 
 def _start_embedded(settings: Settings, stack: contextlib.ExitStack) -> EmbeddedServices:
     """Start the embedded Redis and PostgreSQL; ``stack`` stops them on the way out."""
-    from journal.embedded import EmbeddedServices
+    from herald.journal.runtime.embedded import EmbeddedServices
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     services = EmbeddedServices(settings.data_dir.resolve())
@@ -176,9 +176,9 @@ def _start_embedded(settings: Settings, stack: contextlib.ExitStack) -> Embedded
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    import migrations
-    from api.app import create_app
-    from api.logs import redact
+    from herald import migrations
+    from herald.api.app import create_app
+    from herald.api.logs import redact
 
     settings = _settings()
     host = args.host or settings.host
@@ -227,14 +227,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
         )
         worker = None
         if settings.worker_in_process:
-            from workers._commands import InProcessWorker
+            from herald.workers.commands import InProcessWorker
 
             worker = InProcessWorker()
         _ready_server_class()(config, public, lambda: _close_streams(app), worker).run()
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:
-    import migrations
+    from herald import migrations
 
     settings = _settings()
     with _terminate_as_exit(), contextlib.ExitStack() as stack:
@@ -255,10 +255,10 @@ def cmd_token(args: argparse.Namespace) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
-    from journal.base import JournalError
-    from journal.clients import make_journal, make_redis
-    from journal.envelope import EnvelopeError
-    from journal.positions import Target
+    from herald.journal.base import JournalError
+    from herald.journal.envelope import EnvelopeError
+    from herald.journal.positions import Target
+    from herald.journal.runtime.clients import make_journal, make_redis
 
     settings = _runtime_urls(_settings())
     try:
@@ -288,7 +288,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
 
 
 def cmd_tail(args: argparse.Namespace) -> None:
-    from api.tail import Tail
+    from herald.api.tail import Tail
 
     settings = _settings()
     token = args.token
@@ -310,13 +310,13 @@ def cmd_demo_chat(args: argparse.Namespace) -> None:
     import re
     import uuid
 
-    from journal.base import JournalError
-    from journal.clients import make_journal, make_redis
-    from journal.db import DatabaseUnavailable
-    from journal.envelope import EnvelopeError
-    from journal.positions import Target
-    from journal.producer import connect
-    from journal.writer import WriterOverloaded
+    from herald.journal.base import JournalError
+    from herald.journal.envelope import EnvelopeError
+    from herald.journal.messages.producer import connect
+    from herald.journal.messages.writer import WriterOverloaded
+    from herald.journal.positions import Target
+    from herald.journal.runtime.clients import make_journal, make_redis
+    from herald.journal.runtime.db import DatabaseUnavailable
 
     settings = _runtime_urls(_settings())
     if settings.redis_url.startswith("memory://") or not settings.database_url:
@@ -375,7 +375,7 @@ def _redis_settings() -> Settings:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from workers._commands import TasksOptionError, run_worker
+    from herald.workers.commands import TasksOptionError, run_worker
 
     settings = _redis_settings()
     if args.metrics_port is not None:
@@ -397,7 +397,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_tasks_dead(args: argparse.Namespace) -> None:
-    from workers._commands import CommandError, dead
+    from herald.workers.commands import CommandError, dead
 
     try:
         dead(_redis_settings(), args.queue, args.limit)
@@ -406,7 +406,7 @@ def cmd_tasks_dead(args: argparse.Namespace) -> None:
 
 
 def cmd_tasks_retry(args: argparse.Namespace) -> None:
-    from workers._commands import CommandError, retry
+    from herald.workers.commands import CommandError, retry
 
     try:
         requeued = retry(_redis_settings(), args.task_id, args.queue)
@@ -517,7 +517,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from api.logs import configure_logging
+    from herald.api.logs import configure_logging
 
     args = _parser().parse_args(argv)
     # Before the settings are parsed (each command parses them itself), so read the

@@ -1,5 +1,5 @@
 """The task queue's values: Redis keys, errors, the entry codec, the status
-record.  Re-exported by ``journal.tasks``; see there for the layout."""
+record.  Re-exported by ``herald.journal.tasks.queue``; see there for the layout."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import orjson
 
-from journal.envelope import format_time
+from herald.journal.envelope import format_time
 
 __all__ = [
     "FINAL",

@@ -3,7 +3,7 @@ the durable moves a worker makes with a delivered task.
 
 One Redis Stream per queue, read by one consumer group, plus a retry schedule and a
 dead-letter stream; all three share the queue's hash tag, so every move between
-them is one atomic Lua script (``lua/task_*.lua``) — a task is always in exactly
+them is one atomic Lua script (``lua/*.lua``) — a task is always in exactly
 one place, and a worker dying at any moment loses nothing::
 
     herald:{q:<queue>}:tasks   stream of unfinished tasks (entries are deleted when
@@ -28,7 +28,10 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
-from journal._tasks import (
+from herald.journal.base import Journal, try_publish
+from herald.journal.positions import NAME_RE, Target
+from herald.journal.runtime.settings import Settings
+from herald.journal.tasks.entries import (
     FINAL,
     GROUP,
     KIND_RE,
@@ -51,9 +54,6 @@ from journal._tasks import (
     status_key,
     tasks_key,
 )
-from journal.base import Journal, try_publish
-from journal.positions import NAME_RE, Target
-from journal.settings import Settings
 
 __all__ = [
     "GROUP",
@@ -79,7 +79,9 @@ __all__ = [
 
 
 def _script(client: aioredis.Redis, name: str) -> Any:
-    return client.register_script(resources.files("journal").joinpath(f"lua/{name}").read_text())
+    return client.register_script(
+        resources.files("herald.journal.tasks").joinpath(f"lua/{name}").read_text()
+    )
 
 
 class TaskQueue:
@@ -89,12 +91,12 @@ class TaskQueue:
         self.redis = redis
         self.journal = journal
         self.settings = settings
-        self._ack = _script(redis, "task_ack.lua")
-        self._retry = _script(redis, "task_retry.lua")
-        self._promote = _script(redis, "task_promote.lua")
-        self._bury = _script(redis, "task_bury.lua")
-        self._requeue = _script(redis, "task_requeue.lua")
-        self._touch = _script(redis, "task_touch.lua")
+        self._ack = _script(redis, "ack.lua")
+        self._retry = _script(redis, "retry.lua")
+        self._promote = _script(redis, "promote.lua")
+        self._bury = _script(redis, "bury.lua")
+        self._requeue = _script(redis, "requeue.lua")
+        self._touch = _script(redis, "touch.lua")
         self._heartbeat = _script(redis, "workers_heartbeat.lua")
 
     # -- producer side -------------------------------------------------------------

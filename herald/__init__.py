@@ -1,0 +1,1 @@
+"""Herald: durable, replayable, live events."""
