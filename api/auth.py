@@ -25,6 +25,7 @@ __all__ = [
     "Authenticator",
     "Principal",
     "load_or_create_secret",
+    "load_secret",
     "require_role",
 ]
 
@@ -68,11 +69,17 @@ class Principal:
         return cls(sub, frozenset(roles) if roles else _NO_ROLES, float(claims["exp"]))
 
 
+def load_secret(data_dir: Path) -> str | None:
+    """The embedded default's HS256 secret if ``herald serve`` made one in ``data_dir``."""
+    path = data_dir / _SECRET_FILE
+    return path.read_text().strip() if path.exists() else None
+
+
 def load_or_create_secret(data_dir: Path) -> str:
     """The embedded default's HS256 secret: generated once, kept in the data folder."""
     path = data_dir / _SECRET_FILE
-    if path.exists():
-        return path.read_text().strip()
+    if (existing := load_secret(data_dir)) is not None:
+        return existing
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
     # Create exclusively with owner-only permissions; if another process won the

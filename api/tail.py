@@ -1,8 +1,10 @@
-"""``herald tail``: follow a user's stream (and topics) from the terminal.
+"""``herald tail``: follow a user's stream (and topics), or one chat message, from
+the terminal.
 
-Prints each envelope as one JSON line on stdout (pipe it to ``jq``), announces
-gaps and reconnects on stderr, and reconnects by itself from the last id it
-printed — the same contract a browser's EventSource gets.
+Prints each envelope as one JSON line on stdout, announces gaps and reconnects on
+stderr, and reconnects by itself from the last id it printed — the same contract a
+browser's EventSource gets. Following a message, it stops after the message's
+terminal envelope: nothing can follow it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from typing import TextIO
 import httpx
 import orjson
 
-__all__ = ["SseEvent", "Tail", "parse_sse"]
+__all__ = ["MESSAGE_TERMINAL_TYPES", "SseEvent", "Tail", "parse_sse"]
 
 _BACKOFF_MAX_S = 10.0
+# A message stream's terminal envelopes: ``message.`` + ``messages.store.TERMINAL_TYPES``
+# (a test keeps them in step), spelled out so the command does not load SQLAlchemy.
+MESSAGE_TERMINAL_TYPES = frozenset({"message.end", "message.error"})
 
 
 @dataclass(slots=True)
@@ -61,6 +66,7 @@ class Tail:
     out: TextIO = sys.stdout
     err: TextIO = sys.stderr
     max_events: int | None = None  # stop after this many (tests, scripts)
+    until_terminal: bool = False  # stop after a message's `end` or `error`
     retry_s: float = 3.0
     printed: int = 0
 
@@ -101,25 +107,34 @@ class Tail:
             if r.status_code != 200:
                 await r.aread()
                 raise Fatal(f"HTTP {r.status_code}: {r.text}")
+            # Says when it is safe to publish and watch: a stream without a cursor starts live.
+            resuming = f", resuming after {self.cursor}" if self.cursor else ""
+            print(f"herald tail: connected to {self.url}{resuming}", file=self.err, flush=True)
             async for kind, id_, value in parse_sse(r.aiter_lines()):
                 if kind == "retry":
                     self.retry_s = int(value) / 1000
                     continue
-                self._print(value)
+                type_ = self._print(value)
                 if id_ is not None:
                     self.cursor = id_
                 self.printed += 1
                 if self.max_events is not None and self.printed >= self.max_events:
                     return True
+                if self.until_terminal and type_ in MESSAGE_TERMINAL_TYPES:
+                    return True
         return False
 
-    def _print(self, data: str) -> None:
+    def _print(self, data: str) -> str | None:
+        """Print one frame's data; returns its envelope type, if it has one."""
         print(data, file=self.out, flush=True)
         try:
             envelope = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return
-        if envelope.get("type") == "herald.gap":
+            return None
+        if not isinstance(envelope, dict):
+            return None
+        type_ = envelope.get("type")
+        if type_ == "herald.gap":
             gap = envelope.get("data", {})
             print(
                 f"herald tail: GAP in {gap.get('stream')} after {gap.get('after')}: "
@@ -127,3 +142,4 @@ class Tail:
                 file=self.err,
                 flush=True,
             )
+        return type_ if isinstance(type_, str) else None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -20,7 +19,16 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
-from herald.api.auth import Authenticator, load_or_create_secret
+from herald.api.auth import Authenticator, load_or_create_secret, load_secret
+from herald.journal.runtime.discovery import (
+    NotRunning,
+    Runtime,
+    local_url,
+    remove_runtime,
+    resolve_api_url,
+    resolve_services,
+    write_runtime,
+)
 from herald.journal.runtime.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -29,8 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 log = logging.getLogger("herald")
-_RUNTIME_FILE = "runtime.json"
 DEV_TOKEN_TTL_S = 24 * 3600
+DEMO_ANSWER = "demo_answer.txt"  # package data: what `demo-chat` streams without a FILE
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -45,16 +53,26 @@ def _settings(**overrides: Any) -> Settings:
         _fail(str(e))
 
 
-def _authenticator(settings: Settings) -> Authenticator:
+def _authenticator(settings: Settings, *, create: bool = False) -> Authenticator:
     """The verifier/issuer.  Without HERALD_JWT_SECRET, HS256 uses the data folder's secret,
-    so ``herald token`` and ``herald serve`` on the same data folder agree."""
+    so ``herald token`` and ``herald serve`` on the same data folder agree.  Only the
+    server (``create``) makes one: a token signed with a secret the server never saw
+    would be refused by it."""
     secret = None
     if settings.jwt_algorithm == "HS256" and settings.jwt_secret is None:
         if not settings.embedded:
             # Processes on several machines must share one secret; a generated one
             # would silently differ between them.
             _fail("HERALD_JWT_SECRET is required when Redis and PostgreSQL URLs are set")
-        secret = load_or_create_secret(settings.data_dir)
+        if create:
+            secret = load_or_create_secret(settings.data_dir)
+        elif (secret := load_secret(settings.data_dir)) is None:
+            _fail(
+                f"no JWT secret in {settings.data_dir.resolve()}: `herald serve` creates one "
+                "on its first start. Run this from the folder `herald serve` runs in (or set "
+                "HERALD_DATA_DIR to its data folder), or set HERALD_JWT_SECRET to the "
+                "server's secret"
+            )
     try:
         return Authenticator(settings, secret=secret)
     except (ValueError, OSError) as e:
@@ -63,22 +81,18 @@ def _authenticator(settings: Settings) -> Authenticator:
 
 def _runtime_urls(settings: Settings) -> Settings:
     """Fill empty Redis/PostgreSQL URLs from a running embedded ``herald serve``."""
-    if not settings.embedded:
-        return settings
-    path = settings.data_dir / _RUNTIME_FILE
     try:
-        runtime = json.loads(path.read_text())
-    except (OSError, ValueError):
-        _fail(
-            f"no running `herald serve` on data folder {settings.data_dir} "
-            "(start it, or set HERALD_REDIS_URL and HERALD_DATABASE_URL)"
-        )
-    return settings.model_copy(
-        update={
-            "redis_url": settings.redis_url or runtime["redis_url"],
-            "database_url": settings.database_url or runtime["database_url"],
-        }
-    )
+        return resolve_services(settings)
+    except NotRunning as e:
+        _fail(str(e))
+
+
+def _api_url(settings: Settings) -> str:
+    """The running server's API URL, found the way ``herald.connect()`` finds it."""
+    try:
+        return resolve_api_url(settings)
+    except NotRunning as e:
+        _fail(str(e))
 
 
 @contextlib.contextmanager
@@ -183,8 +197,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     settings = _settings()
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
-    auth = _authenticator(settings)
-    runtime_path = settings.data_dir / _RUNTIME_FILE
+    auth = _authenticator(settings, create=True)
     embedded = settings.embedded  # the URLs are filled in below
     with _terminate_as_exit(), contextlib.ExitStack() as stack:
         if embedded:
@@ -196,10 +209,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
                     "database_url": settings.database_url or services.database_url,
                 }
             )
-            runtime_path.write_text(
-                json.dumps({"redis_url": settings.redis_url, "database_url": settings.database_url})
+            runtime = Runtime(
+                api_url=local_url(host, port),
+                redis_url=settings.redis_url,
+                database_url=settings.database_url,
+                pid=os.getpid(),
             )
-            stack.callback(runtime_path.unlink, missing_ok=True)
+            data_dir = settings.data_dir.resolve()
+            write_runtime(data_dir, runtime)
+            stack.callback(remove_runtime, data_dir, runtime.pid)
         if embedded:
             migrations.upgrade(settings.database_url)
         else:
@@ -291,72 +309,72 @@ def cmd_tail(args: argparse.Namespace) -> None:
     from herald.api.tail import Tail
 
     settings = _settings()
+    base = args.url or _api_url(settings)
     token = args.token
     if token is None:
         try:
             token = _authenticator(settings).issue(args.user, tuple(args.role), args.ttl)
         except ValueError as e:
             _fail(str(e))
-    base = args.url or settings.public_url or f"http://{settings.host}:{settings.port}"
     path = f"/api/messages/{args.message}/events" if args.message else "/api/events"
-    tail = Tail(base.rstrip("/") + path, token, args.topic, cursor=args.cursor)
+    tail = Tail(
+        base.rstrip("/") + path,
+        token,
+        args.topic,
+        cursor=args.cursor,
+        until_terminal=args.message is not None,
+    )
     raise SystemExit(asyncio.run(tail.run()))
 
 
 def cmd_demo_chat(args: argparse.Namespace) -> None:
-    """Stream a file as a chat answer, so the whole flow can be watched with
-    ``herald tail --message ID`` or curl; the owner's stream gets
-    ``chat.message.started`` / ``.finished`` envelopes naming the message."""
+    """Stream a file (or the built-in sample answer) as a chat answer, so the whole
+    flow can be watched with ``herald tail --message ID`` or curl; the owner's stream
+    gets ``chat.message.started`` / ``.finished`` envelopes naming the message."""
     import re
     import uuid
+    from importlib import resources
 
+    from herald.client import connect
     from herald.journal.base import JournalError
     from herald.journal.envelope import EnvelopeError
-    from herald.journal.messages.producer import connect
     from herald.journal.messages.writer import WriterOverloaded
-    from herald.journal.positions import Target
-    from herald.journal.runtime.clients import make_journal, make_redis
     from herald.journal.runtime.db import DatabaseUnavailable
 
-    settings = _runtime_urls(_settings())
+    configured = _settings()
+    settings = _runtime_urls(configured)
     if settings.redis_url.startswith("memory://") or not settings.database_url:
         _fail("demo-chat needs Redis and PostgreSQL: start `herald serve` first or set the URLs")
     try:
-        text = args.file.read_text(encoding="utf-8")
+        if args.file is None:
+            text = resources.files("herald").joinpath(DEMO_ANSWER).read_text(encoding="utf-8")
+        else:
+            text = args.file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        _fail(f"cannot read {args.file}: {e}")
+        _fail(f"cannot read {args.file or DEMO_ANSWER}: {e}")
     try:
         message_id = uuid.UUID(args.message_id) if args.message_id else uuid.uuid4()
     except ValueError:
         _fail(f"--message-id {args.message_id!r} is not a UUID")
     tokens = re.findall(r"\s*\S+", text) or [text]
-    base = settings.public_url or f"http://{settings.host}:{settings.port}"
-    url = f"{base}/api/messages/{message_id}/events"
+    url = f"{_api_url(configured)}/api/messages/{message_id}/events"
     print(f"herald: message {message_id} for {args.user}: {len(tokens)} tokens", flush=True)
     print(f"herald: watch with `herald tail --user {args.user} --message {message_id}`")
     print(f"herald:   or curl -N -H 'Authorization: Bearer TOKEN' {url}", flush=True)
 
     async def run() -> int:
-        client = make_redis(settings)
-        journal = make_journal(settings, client)
-        user = Target.user(args.user)
-        try:
-            await journal.publish(user, "chat.message.started", {"message_id": str(message_id)})
-            async with (
-                connect(settings) as streams,
-                streams.message_stream(message_id, args.user) as s,
-            ):
+        async with connect(settings) as herald:
+            started = {"message_id": str(message_id)}
+            await herald.publish("chat.message.started", started, user=args.user)
+            async with herald.message_stream(message_id, args.user) as s:
                 for token in tokens:
                     await s.emit("answer", {"text": token})
                     if args.delay_ms > 0:
                         await asyncio.sleep(args.delay_ms / 1000)
                 last = await s.emit("end", {"tokens": len(tokens)})
-            await journal.publish(
-                user, "chat.message.finished", {"message_id": str(message_id), "events": last + 1}
-            )
+            finished = {"message_id": str(message_id), "events": last + 1}
+            await herald.publish("chat.message.finished", finished, user=args.user)
             return last + 1
-        finally:
-            await journal.aclose()
 
     try:
         count = asyncio.run(run())
@@ -474,7 +492,13 @@ def _parser() -> argparse.ArgumentParser:
 
     dc = sub.add_parser("demo-chat", help="stream a text file as a chat answer, token by token")
     dc.add_argument("--user", required=True, help="the message's owner")
-    dc.add_argument("file", type=Path, help="UTF-8 text file to stream")
+    dc.add_argument(
+        "file",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="UTF-8 text file to stream (default: a short built-in answer)",
+    )
     dc.add_argument("--message-id", default=None, help="a UUID (default: a new one)")
     dc.add_argument(
         "--delay-ms", type=float, default=30.0, help="pause between tokens (default 30)"
