@@ -56,9 +56,12 @@ _DELIVERED_HISTORY = ENVELOPES_DELIVERED.labels(endpoint=EVENTS_PATH + "/history
 _OPEN_SSE = SSE_CONNECTIONS.labels(endpoint=EVENTS_PATH)
 
 
-def readable_targets(state: AppState, principal: Principal, topics: list[str]) -> dict[str, Target]:
-    """The caller's own stream plus each requested topic it may read (403 otherwise)."""
-    targets = {USER_KEY: Target.user(principal.user)}
+def readable_targets(
+    state: AppState, principal: Principal, topics: list[str], user: str | None = None
+) -> dict[str, Target]:
+    """The caller's own stream (or ``user``'s: admins only, 403 otherwise) plus each
+    requested topic it may read (403 otherwise)."""
+    targets = {USER_KEY: user_target(principal, user)}
     allowed = state.settings.topics
     for name in topics:
         try:
@@ -77,6 +80,18 @@ def readable_targets(state: AppState, principal: Principal, topics: list[str]) -
                 )
         targets[key_of(target)] = target
     return targets
+
+
+def user_target(principal: Principal, user: str | None) -> Target:
+    """The user stream a request reads: ``?user=`` names another user's, for admins."""
+    if user is None or user == principal.user:
+        return Target.user(principal.user)
+    if not principal.has_any_role("admin"):
+        raise AuthError(403, "user_forbidden", "only an admin may read another user's events")
+    try:
+        return Target.user(user)
+    except ValueError as e:
+        raise ApiError(400, "bad_user", str(e)) from e
 
 
 def parse_cursor(text: str | None) -> Cursor | None:
@@ -163,7 +178,8 @@ async def stream_events(request: Request) -> Response | EventStreamResponse:
     state = state_of(request)
     settings = state.settings
     principal, via = await state.auth.identify(request, state.tickets)
-    targets = readable_targets(state, principal, request.query_params.getlist("topic"))
+    query = request.query_params
+    targets = readable_targets(state, principal, query.getlist("topic"), query.get("user"))
     cursor = parse_cursor(
         request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     )
@@ -256,7 +272,8 @@ async def history(request: Request) -> Response:
     """Past events as JSON pages: ``{"events", "next_cursor", "gap", "gaps"}``."""
     state = state_of(request)
     principal = await state.principal(request)
-    targets = readable_targets(state, principal, request.query_params.getlist("topic"))
+    query = request.query_params
+    targets = readable_targets(state, principal, query.getlist("topic"), query.get("user"))
     cursor = parse_cursor(request.query_params.get("after"))
     raw_limit = request.query_params.get("limit", "100")
     if not (raw_limit.isascii() and raw_limit.isdecimal()) or not (
