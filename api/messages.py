@@ -66,7 +66,8 @@ _STORE_WAIT_S = 5.0
 class CreateBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    id: uuid.UUID | None = None
+    # JSON has no UUID type: strict mode would refuse the string every client sends.
+    id: uuid.UUID | None = Field(None, strict=False)
     user: str | None = Field(None, pattern=NAME_RE.pattern)
 
 
