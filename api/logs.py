@@ -3,7 +3,7 @@
 Every line has ``time`` (RFC 3339 UTC, ``Z``), ``level``, ``logger``, ``event`` (the
 message) and ``request_id`` (null outside a request; see ``herald.api.middleware``).
 uvicorn's access lines also get ``method``, ``path``, ``status`` and ``client``.
-Query-string credentials (``?token=``, ``?ticket=``), bearer tokens, anything
+Query-string credentials (``?token=``, ``?ticket=``), bearer and basic credentials, anything
 shaped like a JWT and URL passwords are replaced by ``[redacted]`` in the message,
 its arguments and any traceback, whichever logger wrote them.
 """
@@ -25,7 +25,8 @@ __all__ = ["JsonFormatter", "RedactCredentials", "configure_logging", "redact"]
 
 # code and state: an OAuth callback's query (single-use, but still nobody's business).
 _SECRET_PARAM = re.compile(r"(?i)([?&](?:token|ticket|access_token|code|state)=)[^&\s\"]*")
-_BEARER = re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]+")
+# Basic too: the member directory's key travels as ``Authorization: Basic {key}``.
+_BEARER = re.compile(r"(?i)(\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+")
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(@)")
 # A JWT wherever it appears (its header always starts with '{"' → "eyJ").
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
 from herald.api.auth import Authenticator, Principal
+from herald.api.members.directory import MemberDirectory, make_member_directory
 from herald.api.readiness import ReadinessRegistry, default_registry
 from herald.api.tickets import MemoryTicketStore, RedisTicketStore, TicketStore
 from herald.journal.base import Journal
@@ -46,6 +47,7 @@ class AppState:
     writer: MessageWriter | None = None  # chat message streams need Redis and PostgreSQL
     messages: MessageStreams | None = None
     tasks: TaskQueue | None = None  # the task queue needs Redis (None with memory://)
+    members: MemberDirectory | None = None  # None: no member directory configured
     started_at: float = field(default_factory=time.time)
     # Deep checks for GET /readiness; features add theirs with readiness.add(Check(...)).
     readiness: ReadinessRegistry = field(default_factory=default_registry)
@@ -99,11 +101,14 @@ async def open_state(settings: Settings, auth: Authenticator) -> AsyncIterator[A
     close everything on exit, in reverse order."""
     if settings.redis_url.startswith("memory://"):
         state = memory_state(settings, auth)
+        state.members = make_member_directory(settings, None)  # uncached: no Redis
         state.leases.start()
         try:
             yield state
         finally:
             await state.leases.aclose()
+            if state.members is not None:
+                await state.members.aclose()
         return
     client = make_redis(settings)
     hub = RedisHub(hub_connection_factory(settings), ping_interval_s=min(5.0, settings.keepalive_s))
@@ -120,6 +125,7 @@ async def open_state(settings: Settings, auth: Authenticator) -> AsyncIterator[A
         engine=make_engine(settings) if settings.database_url else None,
     )
     state.tasks = TaskQueue(client, state.journal, settings)
+    state.members = make_member_directory(settings, client)
     if state.engine is not None:
         state.writer = new_writer(settings, state.engine)
         state.messages = MessageStreams(
@@ -138,6 +144,8 @@ async def open_state(settings: Settings, auth: Authenticator) -> AsyncIterator[A
             await state.writer.aclose()
         if state.engine is not None:
             await state.engine.dispose()
+        if state.members is not None:
+            await state.members.aclose()
         await client.aclose()
 
 

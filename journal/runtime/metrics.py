@@ -17,6 +17,7 @@ __all__ = [
     "GAPS",
     "HTTP_REQUESTS",
     "HUB_RECONNECTS",
+    "MEMBER_LOOKUPS",
     "REPLAYS",
     "REPLAY_DENIALS",
     "SSE_CONNECTIONS",
@@ -63,6 +64,11 @@ WRITER_BACKLOG = Gauge(
     "herald_writer_backlog", "Events buffered by message writers, not yet flushed."
 )
 
+MEMBER_LOOKUPS = Counter(
+    "herald_member_lookups",
+    "Member verifications, by outcome: verified, cached, or the failure's code.",
+    ["outcome"],
+)
 TASKS = Counter("herald_tasks", "Task attempts finished, by kind and outcome.", ["kind", "outcome"])
 TASK_SECONDS = Histogram(
     "herald_task_seconds", "Task attempt duration, by kind and outcome.", ["kind", "outcome"]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "SettingsError"]
@@ -306,6 +307,31 @@ class Settings(BaseSettings):
         description="Timeout of each request to an OAuth authorization server (metadata, registration, token exchange).",
     )
 
+    # Member verification (a server-to-server proxy to an association's member directory).
+    member_directory_url: str = Field(
+        "",
+        description="Root URL of the member directory (`http(s)://…`); a lookup calls `GET {root}/customers/{uuid}`. Any address is accepted (operator configuration). Empty: `GET /api/members/{uuid}/verification` answers 503 `member_directory_not_configured`.",
+    )
+    member_directory_key: SecretStr | None = Field(
+        None,
+        description="API key sent as `Authorization: Basic {key}`, exactly as given. Required when `MEMBER_DIRECTORY_URL` is set; never logged or returned.",
+    )
+    member_cache_s: int = Field(
+        14400,
+        ge=0,
+        description="How long a verified member is cached in Redis (0: no cache). Not-found answers are never cached.",
+    )
+    member_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Timeout of one call to the member directory (connect, each read, and the whole call).",
+    )
+    member_max_concurrent_calls: int = Field(
+        16,
+        ge=1,
+        description="Most calls to the member directory one process makes at the same time; beyond it a lookup answers 503 `member_directory_busy` with Retry-After.",
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )
@@ -326,6 +352,33 @@ class Settings(BaseSettings):
             return None
         if v is not None and len(v.get_secret_value().encode()) < 32:
             raise ValueError("must be at least 32 bytes")
+        return v
+
+    @field_validator("member_directory_url")
+    @classmethod
+    def _directory_url(cls, v: str) -> str:
+        if not v:
+            return v
+        try:
+            parts = urlsplit(v)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as e:
+            raise ValueError(f"is not a valid URL: {e}") from e
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not contain credentials (use HERALD_MEMBER_DIRECTORY_KEY)")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        return v.rstrip("/")
+
+    @field_validator("member_directory_key")
+    @classmethod
+    def _directory_key(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if v is not None and v.get_secret_value() == "":
+            v = None
+        if v is None and info.data.get("member_directory_url"):
+            raise ValueError("must be set when HERALD_MEMBER_DIRECTORY_URL is")
         return v
 
     @field_validator("redis_url")

@@ -111,6 +111,7 @@ def test_extra_fields_and_tracebacks_are_kept_and_redacted() -> None:
             "postgresql+psycopg://postgres@/herald?host=/tmp",
         ),
         ("Authorization: Bearer eyJ.x.y", "Authorization: Bearer [redacted]"),
+        ("authorization: Basic dXNlcjpwYXNz", "authorization: Basic [redacted]"),
         (
             "bad token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln in cookie",
             "bad token [redacted] in cookie",
