@@ -24,6 +24,8 @@ from typing import Any, Protocol
 import orjson
 import redis.asyncio as aioredis
 
+from herald.api.keys import sse_session_key, ticket_key
+
 __all__ = ["MemoryTicketStore", "RedisTicketStore", "TicketStore", "stream_cookie_name"]
 
 
@@ -74,24 +76,24 @@ class RedisTicketStore:
 
     async def issue(self, claims: dict[str, Any]) -> str:
         ticket = _new_ticket()
-        await self.client.set(f"herald:ticket:{ticket}", orjson.dumps(claims), ex=self.ttl_s)
+        await self.client.set(ticket_key(ticket), orjson.dumps(claims), ex=self.ttl_s)
         return ticket
 
     async def redeem(self, ticket: str) -> dict[str, Any] | None:
         if not 16 <= len(ticket) <= 64:
             return None
-        raw = await self.client.getdel(f"herald:ticket:{ticket}")
+        raw = await self.client.getdel(ticket_key(ticket))
         claims: dict[str, Any] | None = orjson.loads(raw) if raw else None
         return claims
 
     async def open_session(self, ticket: str, claims: dict[str, Any], ttl_s: int) -> str:
         secret = _new_ticket()
         record = orjson.dumps({"claims": claims, "secret": secret})
-        await self.client.set(f"herald:sse-session:{_digest(ticket)}", record, ex=max(1, ttl_s))
+        await self.client.set(sse_session_key(ticket), record, ex=max(1, ttl_s))
         return secret
 
     async def session(self, ticket: str, secret: str) -> dict[str, Any] | None:
-        raw = await self.client.get(f"herald:sse-session:{_digest(ticket)}")
+        raw = await self.client.get(sse_session_key(ticket))
         return _matches(orjson.loads(raw) if raw else None, secret)
 
 
