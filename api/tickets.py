@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -98,14 +99,15 @@ class RedisTicketStore:
 
 
 class MemoryTicketStore:
-    def __init__(self, ttl_s: int) -> None:
+    def __init__(self, ttl_s: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s = ttl_s
+        self._clock = clock
         self._tickets: dict[str, tuple[dict[str, Any], float]] = {}
         self._sessions: dict[str, tuple[dict[str, Any], float]] = {}
 
     async def issue(self, claims: dict[str, Any]) -> str:
         ticket = _new_ticket()
-        now = time.monotonic()
+        now = self._clock()
         # Drop expired tickets on the way, so the dict cannot grow without bound.
         for t in [t for t, (_, exp) in self._tickets.items() if exp <= now]:
             del self._tickets[t]
@@ -114,18 +116,22 @@ class MemoryTicketStore:
 
     async def redeem(self, ticket: str) -> dict[str, Any] | None:
         found = self._tickets.pop(ticket, None)
-        if found is None or found[1] <= time.monotonic():
+        if found is None or found[1] <= self._clock():
             return None
         return found[0]
 
     async def open_session(self, ticket: str, claims: dict[str, Any], ttl_s: int) -> str:
         secret = _new_ticket()
         record = {"claims": claims, "secret": secret}
-        self._sessions[_digest(ticket)] = (record, time.monotonic() + max(1, ttl_s))
+        now = self._clock()
+        # As in issue: expired sessions go on the way, so the dict cannot grow without bound.
+        for d in [d for d, (_, exp) in self._sessions.items() if exp <= now]:
+            del self._sessions[d]
+        self._sessions[_digest(ticket)] = (record, now + max(1, ttl_s))
         return secret
 
     async def session(self, ticket: str, secret: str) -> dict[str, Any] | None:
         found = self._sessions.get(_digest(ticket))
-        if found is None or found[1] <= time.monotonic():
+        if found is None or found[1] <= self._clock():
             return None
         return _matches(found[0], secret)
