@@ -3,8 +3,8 @@
 The interface is ``Journal`` (``base``) with two implementations, ``MemoryJournal``
 (one process) and ``RedisJournal`` (Redis Streams + pub/sub).  By role, sub-packages
 hold chat messages (``messages``), the task queue (``tasks``), MCP OAuth (``oauth``),
-process runtime (``runtime``) and upload formats (``sources``); Redis key names are
-in ``keys``.
+process runtime (``runtime``) and upload formats (``sources``).  Each area names its
+Redis keys in its own ``keys`` module (here: the record's).
 
 The names below are imported on first use, so importing the package (or one of its
 modules) costs no more than that module."""

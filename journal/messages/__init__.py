@@ -9,7 +9,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from herald.journal.messages.keys import channel_of, seq_key_of
     from herald.journal.messages.producer import MessageStream, MessageStreams, connect
     from herald.journal.messages.store import (
         EVENT_TYPE_RE,
@@ -44,7 +43,6 @@ __all__ = [
     "Row",
     "StoredEvent",
     "WriterOverloaded",
-    "channel_of",
     "cleanup_message_events",
     "connect",
     "create_message",
@@ -52,13 +50,11 @@ __all__ = [
     "parse_message_id",
     "read_events",
     "read_last_seq",
-    "seq_key_of",
     "set_status",
 ]
 
 # Where each name lives, imported on first use.
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "keys": ("channel_of", "seq_key_of"),
     "producer": ("MessageStream", "MessageStreams", "connect"),
     "store": (
         "EVENT_TYPE_RE",
