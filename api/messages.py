@@ -33,16 +33,15 @@ from herald.api.sse import Closer, Emit, EventStreamResponse
 from herald.api.state import AppState, state_of
 from herald.journal.base import JournalUnavailable
 from herald.journal.envelope import EnvelopeTooLarge, InvalidEnvelope
+from herald.journal.messages.keys import channel_of, seq_key_of
 from herald.journal.messages.producer import MessageStreams
 from herald.journal.messages.store import (
     MessageInfo,
     MessageOwnedElsewhere,
-    channel_of,
     create_message,
     get_message,
     message_envelope,
     read_events,
-    seq_key_of,
     set_status,
 )
 from herald.journal.messages.writer import WriterOverloaded

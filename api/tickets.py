@@ -19,10 +19,13 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
 import redis.asyncio as aioredis
+
+from herald.api.keys import sse_session_key, ticket_key
 
 __all__ = ["MemoryTicketStore", "RedisTicketStore", "TicketStore", "stream_cookie_name"]
 
@@ -74,36 +77,37 @@ class RedisTicketStore:
 
     async def issue(self, claims: dict[str, Any]) -> str:
         ticket = _new_ticket()
-        await self.client.set(f"herald:ticket:{ticket}", orjson.dumps(claims), ex=self.ttl_s)
+        await self.client.set(ticket_key(ticket), orjson.dumps(claims), ex=self.ttl_s)
         return ticket
 
     async def redeem(self, ticket: str) -> dict[str, Any] | None:
         if not 16 <= len(ticket) <= 64:
             return None
-        raw = await self.client.getdel(f"herald:ticket:{ticket}")
+        raw = await self.client.getdel(ticket_key(ticket))
         claims: dict[str, Any] | None = orjson.loads(raw) if raw else None
         return claims
 
     async def open_session(self, ticket: str, claims: dict[str, Any], ttl_s: int) -> str:
         secret = _new_ticket()
         record = orjson.dumps({"claims": claims, "secret": secret})
-        await self.client.set(f"herald:sse-session:{_digest(ticket)}", record, ex=max(1, ttl_s))
+        await self.client.set(sse_session_key(ticket), record, ex=max(1, ttl_s))
         return secret
 
     async def session(self, ticket: str, secret: str) -> dict[str, Any] | None:
-        raw = await self.client.get(f"herald:sse-session:{_digest(ticket)}")
+        raw = await self.client.get(sse_session_key(ticket))
         return _matches(orjson.loads(raw) if raw else None, secret)
 
 
 class MemoryTicketStore:
-    def __init__(self, ttl_s: int) -> None:
+    def __init__(self, ttl_s: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s = ttl_s
+        self._clock = clock
         self._tickets: dict[str, tuple[dict[str, Any], float]] = {}
         self._sessions: dict[str, tuple[dict[str, Any], float]] = {}
 
     async def issue(self, claims: dict[str, Any]) -> str:
         ticket = _new_ticket()
-        now = time.monotonic()
+        now = self._clock()
         # Drop expired tickets on the way, so the dict cannot grow without bound.
         for t in [t for t, (_, exp) in self._tickets.items() if exp <= now]:
             del self._tickets[t]
@@ -112,18 +116,22 @@ class MemoryTicketStore:
 
     async def redeem(self, ticket: str) -> dict[str, Any] | None:
         found = self._tickets.pop(ticket, None)
-        if found is None or found[1] <= time.monotonic():
+        if found is None or found[1] <= self._clock():
             return None
         return found[0]
 
     async def open_session(self, ticket: str, claims: dict[str, Any], ttl_s: int) -> str:
         secret = _new_ticket()
         record = {"claims": claims, "secret": secret}
-        self._sessions[_digest(ticket)] = (record, time.monotonic() + max(1, ttl_s))
+        now = self._clock()
+        # As in issue: expired sessions go on the way, so the dict cannot grow without bound.
+        for d in [d for d, (_, exp) in self._sessions.items() if exp <= now]:
+            del self._sessions[d]
+        self._sessions[_digest(ticket)] = (record, now + max(1, ttl_s))
         return secret
 
     async def session(self, ticket: str, secret: str) -> dict[str, Any] | None:
         found = self._sessions.get(_digest(ticket))
-        if found is None or found[1] <= time.monotonic():
+        if found is None or found[1] <= self._clock():
             return None
         return _matches(found[0], secret)

@@ -56,8 +56,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import herald.journal.messages.writer as writer_module
 from herald import migrations
+from herald.journal.messages.keys import channel_of, seq_key_of
 from herald.journal.messages.producer import MessageStreams
-from herald.journal.messages.store import channel_of, seq_key_of
 from herald.journal.messages.writer import MessageWriter, Row, WriterOverloaded
 from herald.journal.runtime.db import make_engine
 from herald.journal.runtime.metrics import WRITER_FLUSH_ROWS

@@ -48,7 +48,8 @@ from _common import herald_command, machine_basics, percentile, redis_versions
 from herald.journal.positions import Target
 from herald.journal.redis import RedisJournal
 from herald.journal.runtime.settings import Settings
-from herald.journal.tasks.queue import TaskQueue, dead_key, retry_key, status_key, tasks_key
+from herald.journal.tasks.keys import dead_key, retry_key, status_key, tasks_key
+from herald.journal.tasks.queue import TaskQueue
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from herald.journal import keys
+
 __all__ = ["NAME_RE", "ZERO_ID", "CursorError", "StreamId", "Target"]
 
 # No braces (they would break the hash tag), no whitespace or control characters.
@@ -86,25 +88,26 @@ class Target:
     def topic(cls, name: str) -> Target:
         return cls("t", name)
 
+    # The key names themselves live in herald.journal.keys.
     @property
     def tag(self) -> str:
-        return f"{{{self.kind}:{self.name}}}"
+        return keys.hash_tag(self.kind, self.name)
 
     @property
     def channel(self) -> str:
         """Live pub/sub channel; also the stream's public name in API responses."""
-        return f"herald:{self.tag}"
+        return keys.channel(self.tag)
 
     @property
     def stream_key(self) -> str:
-        return f"herald:{self.tag}:stream"
+        return keys.stream_key(self.tag)
 
     @property
     def meta_key(self) -> str:
-        return f"herald:{self.tag}:meta"
+        return keys.meta_key(self.tag)
 
     def idempotency_key(self, key: str) -> str:
-        return f"herald:{self.tag}:idem:{key}"
+        return keys.idempotency_key(self.tag, key)
 
     def __str__(self) -> str:
         return f"{'user' if self.kind == 'u' else 'topic'}:{self.name}"

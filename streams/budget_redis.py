@@ -7,8 +7,8 @@ from importlib import resources
 
 import redis.asyncio as aioredis
 
-from herald.journal.positions import Target
 from herald.streams.budget import BudgetLimits
+from herald.streams.keys import connections_key, replays_key
 
 __all__ = ["RedisBudgets"]
 
@@ -24,23 +24,19 @@ class RedisBudgets:
             resources.files("herald.streams").joinpath("lua/replay_budget.lua").read_text()
         )
 
-    @staticmethod
-    def _key(user: str, what: str) -> str:
-        return f"herald:{Target.user(user).tag}:{what}"
-
     async def acquire(self, user: str, conn_ids: list[str]) -> int:
         held = await self._lease(
-            keys=[self._key(user, "conns")],
+            keys=[connections_key(user)],
             args=[self.limits.lease_s * 1000, self.limits.max_connections, *conn_ids],
         )
         return int(held)
 
     async def release(self, user: str, conn_id: str) -> None:
-        await self.client.zrem(self._key(user, "conns"), conn_id)
+        await self.client.zrem(connections_key(user), conn_id)
 
     async def charge_replay(self, user: str) -> float:
         wait_ms = await self._replay(
-            keys=[self._key(user, "replays")],
+            keys=[replays_key(user)],
             args=[
                 self.limits.replay_window_s * 1000,
                 self.limits.replay_budget,

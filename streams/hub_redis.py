@@ -32,6 +32,7 @@ from redis.asyncio.connection import AbstractConnection
 
 from herald.journal.runtime.metrics import HUB_RECONNECTS
 from herald.streams.hub import Registry, Subscribing, Subscription, parse_frame
+from herald.streams.keys import hub_control_channel
 
 __all__ = ["HubUnavailable", "RedisHub"]
 
@@ -58,7 +59,7 @@ class RedisHub:
         self._ping_interval_s = ping_interval_s
         self._subscribe_timeout_s = subscribe_timeout_s
         self._registry = Registry()
-        self._control = f"herald:hub:{secrets.token_hex(8)}"
+        self._control = hub_control_channel(secrets.token_hex(8))
         self._lock = asyncio.Lock()
         self._conn: AbstractConnection | None = None  # set while commands may be sent
         # SUBSCRIBE sent on the current connection; confirmed once no reply is due.

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from herald.journal.tasks.queue import GROUP, TaskQueue, now_ms, tasks_key
+from herald.journal.tasks.keys import tasks_key
+from herald.journal.tasks.queue import GROUP, TaskQueue, now_ms
 from herald.workers._execute import Delivery, Runner
 from herald.workers._support import (
     Slots,

@@ -32,15 +32,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from herald.journal.base import JournalUnavailable
 from herald.journal.envelope import EnvelopeTooLarge, InvalidEnvelope
+from herald.journal.messages.keys import channel_of, seq_key_of
 from herald.journal.messages.store import (
     EVENT_TYPE_RE,
     TERMINAL_TYPES,
     MessageInfo,
-    channel_of,
     create_message,
     message_envelope,
     read_last_seq,
-    seq_key_of,
     set_status,
 )
 from herald.journal.messages.writer import MessageWriter, Row

@@ -36,7 +36,6 @@ __all__ = [
     "MessageNotFound",
     "MessageOwnedElsewhere",
     "StoredEvent",
-    "channel_of",
     "cleanup_message_events",
     "create_message",
     "get_message",
@@ -44,7 +43,6 @@ __all__ = [
     "parse_message_id",
     "read_events",
     "read_last_seq",
-    "seq_key_of",
     "set_status",
 ]
 
@@ -95,14 +93,6 @@ class StoredEvent:
 def parse_message_id(raw: str) -> uuid.UUID:
     """A message id is a UUID; raises ``ValueError`` otherwise."""
     return uuid.UUID(raw)
-
-
-def channel_of(message_id: uuid.UUID) -> str:
-    return f"herald:{{m:{message_id}}}"
-
-
-def seq_key_of(message_id: uuid.UUID) -> str:
-    return f"herald:{{m:{message_id}}}:seq"
 
 
 def message_envelope(

@@ -10,7 +10,6 @@ travel sealed (``herald.journal.oauth.secretbox``): only workers, which hold the
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import secrets
 from dataclasses import asdict, dataclass
@@ -18,6 +17,8 @@ from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
+
+from herald.journal.oauth.keys import pending_key
 
 __all__ = [
     "PendingAuthorization",
@@ -27,7 +28,6 @@ __all__ = [
     "new_state",
 ]
 
-_PREFIX = "herald:oauth:state:"
 _MAX_URL = 2048
 
 
@@ -92,14 +92,10 @@ class PendingAuthorizations:
         self.redis = redis
         self.ttl_s = ttl_s
 
-    @staticmethod
-    def key(state: str) -> str:
-        return _PREFIX + hashlib.sha256(state.encode()).hexdigest()
-
     async def save(self, state: str, record: PendingAuthorization) -> None:
         """Store ``record`` under ``state`` for ``ttl_s``; a state is never overwritten."""
         stored = await self.redis.set(
-            self.key(state), orjson.dumps(asdict(record)), ex=self.ttl_s, nx=True
+            pending_key(state), orjson.dumps(asdict(record)), ex=self.ttl_s, nx=True
         )
         if not stored:  # 256 random bits collided: a bug, not bad luck
             raise RuntimeError("an OAuth state was issued twice")
@@ -107,7 +103,7 @@ class PendingAuthorizations:
     async def take(self, state: str) -> PendingAuthorization | None:
         """The record for ``state``, removed in the same step; None if unknown, expired
         or already taken."""
-        raw = await self.redis.getdel(self.key(state))
+        raw = await self.redis.getdel(pending_key(state))
         if raw is None:
             return None
         fields = orjson.loads(raw)

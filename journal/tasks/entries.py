@@ -1,5 +1,6 @@
-"""The task queue's values: Redis keys, errors, the entry codec, the status
-record.  Re-exported by ``herald.journal.tasks.queue``; see there for the layout."""
+"""The task queue's values: errors, the entry codec, the status record.
+Re-exported by ``herald.journal.tasks.queue``; the Redis keys are in
+``herald.journal.tasks.keys``."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ __all__ = [
     "KIND_RE",
     "MAX_TASK_BYTES",
     "OUTCOME_FIELDS",
-    "WORKERS_KEY",
     "InvalidTask",
     "QueuedTask",
     "StatusUpdate",
@@ -27,18 +27,13 @@ __all__ = [
     "TaskQueueUnavailable",
     "TaskTooLarge",
     "as_text",
-    "dead_key",
     "dead_view",
     "iso_time",
     "now_ms",
     "public_status",
-    "retry_key",
-    "status_key",
-    "tasks_key",
 ]
 
 GROUP: Final = "workers"  # the one consumer group of every queue
-WORKERS_KEY: Final = "herald:workers"  # readiness reads this hash: worker id -> unix ms
 # A kind (and an events prefix) is an event type without its last part.
 KIND_RE: Final = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 # Payload + context of one task.  Large inputs belong in the database or a file;
@@ -69,22 +64,6 @@ class TaskQueueUnavailable(TaskQueueError):
     code ``enqueue_failed`` then follows it, if Redis lets it through)."""
 
     code = "queue_unavailable"
-
-
-def tasks_key(queue: str) -> str:
-    return f"herald:{{q:{queue}}}:tasks"
-
-
-def retry_key(queue: str) -> str:
-    return f"herald:{{q:{queue}}}:retry"
-
-
-def dead_key(queue: str) -> str:
-    return f"herald:{{q:{queue}}}:dead"
-
-
-def status_key(task_id: str) -> str:
-    return f"herald:{{task:{task_id}}}:status"
 
 
 def now_ms() -> int:

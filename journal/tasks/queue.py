@@ -2,16 +2,10 @@
 the durable moves a worker makes with a delivered task.
 
 One Redis Stream per queue, read by one consumer group, plus a retry schedule and a
-dead-letter stream; all three share the queue's hash tag, so every move between
-them is one atomic Lua script (``lua/*.lua``) — a task is always in exactly
-one place, and a worker dying at any moment loses nothing::
-
-    herald:{q:<queue>}:tasks   stream of unfinished tasks (entries are deleted when
-                               acknowledged, so the stream is the backlog)
-    herald:{q:<queue>}:retry   sorted set of failed attempts waiting for their backoff
-    herald:{q:<queue>}:dead    stream of tasks that failed for good
-    herald:{task:<id>}:status  hash: the task's owner, status and final outcome (TTL)
-    herald:workers             hash: worker id -> last heartbeat, unix ms
+dead-letter stream; all three share the queue's hash tag (the keys are listed in
+``herald.journal.tasks.keys``), so every move between them is one atomic Lua script
+(``lua/*.lua``) — a task is always in exactly one place, and a worker dying at any
+moment loses nothing.
 
 Enqueue publishes ``<events>.queued`` to the owner's stream *before* adding the
 task, so no later lifecycle event can precede it.
@@ -37,7 +31,6 @@ from herald.journal.tasks.entries import (
     KIND_RE,
     MAX_TASK_BYTES,
     OUTCOME_FIELDS,
-    WORKERS_KEY,
     InvalidTask,
     QueuedTask,
     StatusUpdate,
@@ -45,21 +38,17 @@ from herald.journal.tasks.entries import (
     TaskQueueUnavailable,
     TaskTooLarge,
     as_text,
-    dead_key,
     dead_view,
     iso_time,
     now_ms,
     public_status,
-    retry_key,
-    status_key,
-    tasks_key,
 )
+from herald.journal.tasks.keys import WORKERS_KEY, dead_key, retry_key, status_key, tasks_key
 
 __all__ = [
     "GROUP",
     "KIND_RE",
     "MAX_TASK_BYTES",
-    "WORKERS_KEY",
     "InvalidTask",
     "QueuedTask",
     "StatusUpdate",
@@ -67,14 +56,10 @@ __all__ = [
     "TaskQueueError",
     "TaskQueueUnavailable",
     "TaskTooLarge",
-    "dead_key",
     "dead_view",
     "iso_time",
     "now_ms",
     "public_status",
-    "retry_key",
-    "status_key",
-    "tasks_key",
 ]
 
 

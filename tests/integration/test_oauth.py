@@ -29,7 +29,8 @@ from herald.journal.oauth.tokens import load_token_set
 from herald.journal.positions import ZERO_ID, Target
 from herald.journal.runtime.settings import Settings
 from herald.journal.tables import oauth_tokens
-from herald.journal.tasks.queue import TaskQueue, dead_key, retry_key, tasks_key
+from herald.journal.tasks.keys import dead_key, retry_key, tasks_key
+from herald.journal.tasks.queue import TaskQueue
 from herald.workers.kinds import default_registry
 from herald.workers.runtime import Worker
 from tests.conftest import DATABASE_URL, REDIS_URL

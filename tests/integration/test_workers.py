@@ -31,7 +31,8 @@ import redis.asyncio as aioredis
 from herald.journal.positions import Target
 from herald.journal.redis import RedisJournal
 from herald.journal.runtime.settings import Settings
-from herald.journal.tasks.queue import GROUP, TaskQueue, dead_key, retry_key, status_key, tasks_key
+from herald.journal.tasks.keys import dead_key, retry_key, status_key, tasks_key
+from herald.journal.tasks.queue import GROUP, TaskQueue
 from herald.workers.kinds import default_registry
 from herald.workers.runtime import Worker
 from tests import worker_kinds

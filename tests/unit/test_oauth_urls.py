@@ -9,7 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from herald.journal.oauth.pending import PendingAuthorizations, UnsafeUrl, check_url, new_state
+from herald.journal.oauth.keys import pending_key
+from herald.journal.oauth.pending import UnsafeUrl, check_url, new_state
 from herald.workers._oauth_client import (
     AuthServer,
     Client,
@@ -106,4 +107,4 @@ def test_the_authorization_url_carries_pkce_state_and_resource_and_keeps_its_que
 def test_states_are_unique_and_their_keys_do_not_contain_them():
     a, b = new_state(), new_state()
     assert a != b and len(a) >= 43
-    assert a not in PendingAuthorizations.key(a)
+    assert a not in pending_key(a)

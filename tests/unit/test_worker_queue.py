@@ -18,15 +18,8 @@ from herald.api.tickets import RedisTicketStore
 from herald.journal.positions import ZERO_ID, Target
 from herald.journal.redis import RedisJournal
 from herald.journal.runtime.settings import Settings
-from herald.journal.tasks.queue import (
-    MAX_TASK_BYTES,
-    WORKERS_KEY,
-    InvalidTask,
-    TaskQueue,
-    TaskTooLarge,
-    now_ms,
-    tasks_key,
-)
+from herald.journal.tasks.keys import WORKERS_KEY, tasks_key
+from herald.journal.tasks.queue import MAX_TASK_BYTES, InvalidTask, TaskQueue, TaskTooLarge, now_ms
 
 SECRET = "k" * 40
 

@@ -15,7 +15,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from herald.journal.positions import ZERO_ID, Target
 from herald.journal.redis import RedisJournal
 from herald.journal.runtime.settings import Settings
-from herald.journal.tasks.queue import GROUP, StatusUpdate, TaskQueue, tasks_key
+from herald.journal.tasks.keys import tasks_key
+from herald.journal.tasks.queue import GROUP, StatusUpdate, TaskQueue
 from herald.workers.kinds import default_registry
 from herald.workers.runtime import Worker
 from herald.workers.task import TaskRegistry
