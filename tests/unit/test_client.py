@@ -28,7 +28,8 @@ from herald.journal.positions import ZERO_ID
 from herald.journal.redis import RedisJournal
 from herald.journal.runtime.discovery import Runtime, write_runtime
 from herald.journal.runtime.settings import Settings
-from herald.journal.tasks.entries import InvalidTask, tasks_key
+from herald.journal.tasks.entries import InvalidTask
+from herald.journal.tasks.keys import tasks_key
 
 SETTINGS_ENV = ("HERALD_REDIS_URL", "HERALD_DATABASE_URL", "HERALD_DATA_DIR", "HERALD_PUBLIC_URL")
 
