@@ -174,3 +174,15 @@ class SnmpAgent:
 
     def _probes_locked(self) -> list[Request]:
         return [r for r in self.requests if r.first_oid == SYS_DESCR]
+
+
+async def warm_up(agent: SnmpAgent, community: str) -> None:
+    """One unhurried read: snmpsim's first answer takes seconds (it loads its
+    modules and opens the data file), longer than a test's probe timeout."""
+    from herald.workers.printers.snmp import SnmpReader
+
+    reader = SnmpReader(request_timeout_s=15, retries=0)
+    try:
+        await reader.read("127.0.0.1", agent.port, community)
+    finally:
+        reader.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -31,12 +32,14 @@ from pysnmp.hlapi.v3arch.asyncio import (
     bulk_walk_cmd,
     get_cmd,
 )
+from pysnmp.smi import builder, view
+from pysnmp.smi import mibs as bundled_mibs
 
 from herald.workers.printers.parse import SCALARS, TABLES
 
 __all__ = ["SnmpError", "SnmpReader"]
 
-MAX_REPETITIONS = 25  # rows per GETBULK: a label printer's tables fit in one or two
+MAX_REPETITIONS = 16  # rows per GETBULK: a label printer's tables fit in one or two
 
 
 class SnmpError(Exception):
@@ -55,6 +58,26 @@ def _unwrap(value: Any) -> int | bytes | None:
     return None
 
 
+class _NoMibCompiler:
+    """Numeric OIDs need no MIB: never compile one (nor fetch its source)."""
+
+    def compile(self, *names: str, **_: Any) -> dict[str, str]:
+        return dict.fromkeys(names, "missing")
+
+
+def _numeric_only(engine: SnmpEngine) -> None:
+    # pysnmp resolves every OID through a MIB view whose builder, when pysmi is
+    # importable, first builds a MIB compiler: seconds of CPU on the event loop, and
+    # a compile may try to download MIB sources.  A builder that already "has" a
+    # compiler which never compiles keeps reads numeric, with or without pysmi.
+    mib_builder = builder.MibBuilder()
+    mib_builder.set_mib_compiler(_NoMibCompiler(), os.path.dirname(bundled_mibs.__file__))
+    mib_view = view.MibViewController(mib_builder)
+    engine.cache["mibViewController"] = mib_view
+    # Index the bundled MIBs now, not during the first probe (it takes a while).
+    ObjectType(ObjectIdentity(SCALARS[0])).resolve_with_mib(mib_view)
+
+
 class SnmpReader:
     """Reads a printer's scalars and tables over SNMPv2c."""
 
@@ -62,6 +85,7 @@ class SnmpReader:
         self.request_timeout_s = request_timeout_s
         self.retries = retries
         self.engine = SnmpEngine()
+        _numeric_only(self.engine)
 
     def close(self) -> None:
         self.engine.close_dispatcher()
