@@ -77,7 +77,8 @@ async def run(args: argparse.Namespace) -> int:
         HERALD_PRINTER_PROBE_CONCURRENCY=str(args.concurrency),
     )
     ids: list[str] = []
-    with server:
+    server.start(timeout=180)  # a loaded machine takes a while to import and migrate
+    try:
         headers = {"Authorization": f"Bearer {server.token('bench', 'admin')}"}
         async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30) as http:
             try:
@@ -106,6 +107,8 @@ async def run(args: argparse.Namespace) -> int:
             finally:
                 for pid in ids:
                     await http.delete(f"/api/printers/{pid}")
+    finally:
+        server.stop()
     agent.close()
     p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
     print(f"machine: {machine_basics()}")
