@@ -18,6 +18,7 @@ from herald.api.health import health_routes
 from herald.api.members.routes import routes as member_routes
 from herald.api.messages import routes as message_routes
 from herald.api.oauth import routes as oauth_routes
+from herald.api.printers import routes as printer_routes
 from herald.api.schemas import PublishBody, parse_body, read_json
 from herald.api.sources import routes as source_routes
 from herald.api.state import state_of
@@ -107,4 +108,5 @@ routes = [
     *source_routes,
     *attachment_routes,
     *member_routes,
+    *printer_routes,
 ]

@@ -14,12 +14,14 @@ from starlette.requests import HTTPConnection
 
 from herald.api.auth import Authenticator, Principal
 from herald.api.members.directory import MemberDirectory, make_member_directory
+from herald.api.printer_status import printer_probe_check
 from herald.api.readiness import ReadinessRegistry, default_registry
 from herald.api.tickets import MemoryTicketStore, RedisTicketStore, TicketStore
 from herald.journal.base import Journal
 from herald.journal.memory import MemoryJournal
 from herald.journal.messages.producer import MessageStreams, new_writer
 from herald.journal.messages.writer import MessageWriter
+from herald.journal.printers.store import register_all
 from herald.journal.runtime.clients import make_journal, make_redis, tcp_options
 from herald.journal.runtime.db import make_engine
 from herald.journal.runtime.settings import Settings
@@ -71,7 +73,7 @@ def memory_state(settings: Settings, auth: Authenticator) -> AppState:
     journal = make_journal(settings, None)
     assert isinstance(journal, MemoryJournal)
     budgets = MemoryBudgets(budget_limits(settings))
-    return AppState(
+    state = AppState(
         settings,
         auth,
         journal,
@@ -80,6 +82,8 @@ def memory_state(settings: Settings, auth: Authenticator) -> AppState:
         budgets,
         LeaseKeeper(budgets),
     )
+    state.readiness.add(printer_probe_check())
+    return state
 
 
 def hub_connection_factory(settings: Settings) -> Callable[[], AbstractConnection]:
@@ -126,6 +130,7 @@ async def open_state(settings: Settings, auth: Authenticator) -> AsyncIterator[A
     )
     state.tasks = TaskQueue(client, state.journal, settings)
     state.members = make_member_directory(settings, client)
+    state.readiness.add(printer_probe_check())
     if state.engine is not None:
         state.writer = new_writer(settings, state.engine)
         state.messages = MessageStreams(
@@ -136,6 +141,8 @@ async def open_state(settings: Settings, auth: Authenticator) -> AsyncIterator[A
         state.leases.start()
         if state.writer is not None:
             state.writer.start()
+        if state.engine is not None:
+            await register_all(state.engine, settings.printers)  # HERALD_PRINTERS
         yield state
     finally:
         await state.leases.aclose()

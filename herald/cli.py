@@ -112,35 +112,36 @@ def _ready_server_class() -> type:
     class ReadyServer(uvicorn.Server):
         """Says "ready" once the socket listens, whatever the log level (the line
         scripts and tests wait for), and on SIGTERM/SIGINT ends every open stream at
-        once so clients reconnect elsewhere instead of waiting for a timeout.  An
-        in-process ``worker`` starts with the app and, on shutdown, finishes its
-        running tasks before the app's clients close (a second signal cancels them)."""
+        once so clients reconnect elsewhere instead of waiting for a timeout.  The
+        in-process ``workers`` (task worker, printer probe) start with the app and,
+        on shutdown, finish their running work before the app's clients close (a
+        second signal cancels it)."""
 
         def __init__(
-            self, config: uvicorn.Config, public: str, on_exit: Any, worker: Any = None
+            self, config: uvicorn.Config, public: str, on_exit: Any, workers: Sequence[Any] = ()
         ) -> None:
             super().__init__(config)
             self.public = public
             self.on_exit = on_exit
-            self.worker = worker
+            self.workers = list(workers)
             self.loop: asyncio.AbstractEventLoop | None = None
 
         async def startup(self, sockets: Any = None) -> None:
             self.loop = asyncio.get_running_loop()
             await super().startup(sockets)
-            if self.started and self.worker is not None:
-                app: Any = self.config.app
-                self.worker.start(getattr(app.state, "herald", None))
             if self.started:
+                app: Any = self.config.app
+                for worker in self.workers:
+                    worker.start(getattr(app.state, "herald", None))
                 print(f"herald: ready on {self.public}", flush=True)
 
         async def shutdown(self, sockets: Any = None) -> None:
-            if self.worker is not None:
-                # Refuse new connections while the worker finishes its tasks; the
-                # app's clients it uses close only in super().shutdown().
+            if self.workers:
+                # Refuse new connections while the workers finish their work; the
+                # app's clients they use close only in super().shutdown().
                 for server in self.servers:
                     server.close()
-                await self.worker.stop(force=lambda: self.force_exit)
+                await asyncio.gather(*(w.stop(force=lambda: self.force_exit) for w in self.workers))
             await super().shutdown(sockets)
 
         def handle_exit(self, sig: int, frame: Any) -> None:
@@ -148,8 +149,8 @@ def _ready_server_class() -> type:
             if self.loop is not None:
                 # Signal handlers run between bytecodes: hand over to the loop.
                 self.loop.call_soon_threadsafe(self.on_exit)
-                if self.worker is not None:
-                    self.loop.call_soon_threadsafe(self.worker.request_stop)
+                for worker in self.workers:
+                    self.loop.call_soon_threadsafe(worker.request_stop)
 
     return ReadyServer
 
@@ -243,12 +244,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
             proxy_headers=False,
             timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) + 2),
         )
-        worker = None
+        workers: list[Any] = []
         if settings.worker_in_process:
-            from herald.workers.commands import InProcessWorker
+            from herald.workers.commands import InProcessProbe, InProcessWorker
 
-            worker = InProcessWorker()
-        _ready_server_class()(config, public, lambda: _close_streams(app), worker).run()
+            workers.append(InProcessWorker())
+            if settings.printer_probe:
+                workers.append(InProcessProbe())
+        _ready_server_class()(config, public, lambda: _close_streams(app), workers).run()
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:

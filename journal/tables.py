@@ -33,6 +33,8 @@ __all__ = [
     "messages",
     "metadata",
     "oauth_tokens",
+    "printer_status",
+    "printers",
     "source_files",
     "sources",
 ]
@@ -174,4 +176,39 @@ oauth_tokens = Table(
     _created(),
     _updated(),
     UniqueConstraint("user_id", "server_url"),
+)
+
+# Printers probed over SNMP (DESIGN §9).  The id is derived from (model, host, port),
+# so a printer keeps it across restarts, re-registrations and replicas.
+printers = Table(
+    "printers",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("host", Text, nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("community", Text, nullable=False),
+    _created(),
+    _updated(),
+    CheckConstraint("port BETWEEN 1 AND 65535", name="port"),
+)
+
+# The probe's cache: the last attempt (captured_at, online, last_error) and the last
+# success (last_success_at, parsed) kept apart, so an offline printer never looks fresh.
+printer_status = Table(
+    "printer_status",
+    metadata,
+    Column(
+        "printer_id",
+        UUID(as_uuid=True),
+        ForeignKey("printers.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("parsed", JSONB),  # the last successful snapshot; NULL until one succeeded
+    Column("online", Boolean, nullable=False),
+    Column("captured_at", DateTime(timezone=True), nullable=False),
+    Column("last_success_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+    _updated(),
 )

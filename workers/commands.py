@@ -1,6 +1,7 @@
 """What ``herald worker``, ``herald tasks …`` and ``herald serve``'s in-process worker
-run.  ``api/cli.py`` parses the arguments and settings and calls in here (lazily:
-the API itself never imports ``workers``)."""
+run.  ``herald/cli.py`` parses the arguments and settings and calls in here (lazily:
+the API itself never imports ``workers``).  A worker process also runs the printer
+probe (``HERALD_PRINTER_PROBE``, with a database configured)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ from redis.exceptions import RedisError
 from herald.journal.runtime.clients import make_journal, make_redis
 from herald.journal.runtime.settings import Settings
 from herald.journal.tasks.queue import TaskQueue
+from herald.workers.printers import PrinterProbe
 from herald.workers.runtime import Worker
 from herald.workers.task import TaskRegistry
 
 __all__ = [
     "CommandError",
+    "InProcessProbe",
     "InProcessWorker",
     "TasksOptionError",
     "dead",
@@ -119,15 +122,21 @@ def run_worker(
             )
             loop = asyncio.get_running_loop()
             running = asyncio.create_task(worker.run())
+            probe = _printer_probe(settings, queue, engine)
+            probing = asyncio.create_task(_run_probe(probe)) if probe is not None else None
             signals = 0
 
             def on_signal() -> None:
                 nonlocal signals
                 signals += 1
+                if probe is not None:
+                    probe.request_stop()
                 if signals == 1:
                     worker.request_stop()
                 else:
                     running.cancel()
+                    if probing is not None:
+                        probing.cancel()
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, on_signal)
@@ -150,12 +159,42 @@ def run_worker(
                     sys.stderr.write(f"herald: worker stopped: Redis failed: {e}\n")
                     return 1
             finally:
+                if probing is not None and probe is not None:
+                    probe.request_stop()  # the worker stopped on its own: so does the probe
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await probing
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             _say("herald: worker stopped")
             return 0
 
     return asyncio.run(main())
+
+
+def _printer_probe(settings: Settings, queue: TaskQueue, engine: Any) -> PrinterProbe | None:
+    if not settings.printer_probe or engine is None:
+        return None
+    return PrinterProbe(engine=engine, redis=queue.redis, journal=queue.journal, settings=settings)
+
+
+async def _run_probe(probe: PrinterProbe) -> None:
+    """Run the probe until it is asked to stop; it never takes the worker down."""
+
+    def ready(waited: asyncio.Task[bool]) -> None:
+        if not waited.cancelled():
+            _say(
+                f"herald: printer probe {probe.name} ready (every {probe.interval_s:g} s, "
+                f"{probe.concurrency} at once)"
+            )
+
+    announce = asyncio.create_task(probe.ready.wait())
+    announce.add_done_callback(ready)
+    try:
+        await probe.run()
+    except Exception:
+        log.exception("the printer probe stopped on an error")
+    finally:
+        announce.cancel()
 
 
 async def _set_before_end(event: asyncio.Event, running: asyncio.Task[None]) -> bool:
@@ -192,6 +231,40 @@ def _run(main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
     except (RedisError, OSError) as e:
         raise CommandError(f"Redis unavailable: {e}") from e
+
+
+class InProcessProbe:
+    """``herald serve``'s own printer probe, on the app's clients (``state``: the app's
+    AppState).  Started once the app is up; stopped, its probes in flight finished,
+    before the clients close."""
+
+    def __init__(self) -> None:
+        self.probe: PrinterProbe | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self, state: Any) -> None:
+        if state is None or state.engine is None or state.redis is None:
+            log.info("no printer probe: it needs Redis and PostgreSQL")
+            return
+        self.probe = PrinterProbe(
+            engine=state.engine, redis=state.redis, journal=state.journal, settings=state.settings
+        )
+        self.task = asyncio.create_task(_run_probe(self.probe), name="printer probe")
+
+    def request_stop(self) -> None:
+        if self.probe is not None:
+            self.probe.request_stop()
+
+    async def stop(self, force: Any = lambda: False) -> None:
+        if self.task is None:
+            return
+        self.request_stop()
+        while not self.task.done():
+            if force():
+                self.task.cancel()
+            await asyncio.wait([self.task], timeout=0.1)
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
 
 
 class InProcessWorker:

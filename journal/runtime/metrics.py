@@ -18,6 +18,8 @@ __all__ = [
     "HTTP_REQUESTS",
     "HUB_RECONNECTS",
     "MEMBER_LOOKUPS",
+    "PRINTER_PROBES",
+    "PRINTER_PROBE_SECONDS",
     "REPLAYS",
     "REPLAY_DENIALS",
     "SSE_CONNECTIONS",
@@ -72,6 +74,15 @@ MEMBER_LOOKUPS = Counter(
 TASKS = Counter("herald_tasks", "Task attempts finished, by kind and outcome.", ["kind", "outcome"])
 TASK_SECONDS = Histogram(
     "herald_task_seconds", "Task attempt duration, by kind and outcome.", ["kind", "outcome"]
+)
+# Outcomes: success, timeout, failure (the printer answered wrongly or not at all),
+# error (Herald's own fault: the cache write or the publish failed).
+PRINTER_PROBES = Counter("herald_printer_probes", "Printer probes, by outcome.", ["outcome"])
+PRINTER_PROBE_SECONDS = Histogram(
+    "herald_printer_probe_seconds",
+    "Duration of one printer probe (SNMP only), by outcome.",
+    ["outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 HTTP_REQUESTS = Counter(
     "herald_http_requests",

@@ -13,8 +13,17 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from herald.journal.printers.spec import PrinterSpec
 
 __all__ = ["Settings", "SettingsError"]
 
@@ -332,6 +341,39 @@ class Settings(BaseSettings):
         description="Most calls to the member directory one process makes at the same time; beyond it a lookup answers 503 `member_directory_busy` with Retry-After.",
     )
 
+    # Printers over SNMP.
+    printers: list[PrinterSpec] = Field(
+        default_factory=list,
+        description='JSON list of printers registered (upserted) at startup, each `{"name", "model", "host", "port"?: 161, "community"?: "public"}`; the same objects `POST /api/printers` takes.',
+    )
+    printer_probe: bool = Field(
+        True,
+        description="Probe printers in `herald worker` processes and in `herald serve`'s in-process worker (`WORKER_IN_PROCESS`).",
+    )
+    printer_probe_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="Each printer is probed once per interval, by one process across all replicas; a dead prober's printers are taken over within one interval.",
+    )
+    printer_probe_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest one probe of one printer may take (all its SNMP requests); must be below the interval.",
+    )
+    printer_probe_concurrency: int = Field(
+        32, ge=1, le=1000, description="Printers one process probes at the same time."
+    )
+    printer_fresh_s: float = Field(
+        90.0,
+        gt=0,
+        description="Readiness check `printer_probe` is `ok` while every printer's last *success* is at most this old.",
+    )
+    printer_stale_s: float = Field(
+        600.0,
+        gt=0,
+        description="Readiness check `printer_probe` is `stale` while the oldest last success of a printer is at most this old, `fail` beyond.",
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )
@@ -398,6 +440,16 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// or postgresql+psycopg:// URL")
         return v
 
+    @model_validator(mode="after")
+    def _printer_timings(self) -> Settings:
+        if self.printer_probe_timeout_s >= self.printer_probe_interval_s:
+            raise ValueError(
+                "HERALD_PRINTER_PROBE_TIMEOUT_S must be below HERALD_PRINTER_PROBE_INTERVAL_S"
+            )
+        if self.printer_stale_s < self.printer_fresh_s:
+            raise ValueError("HERALD_PRINTER_STALE_S must not be below HERALD_PRINTER_FRESH_S")
+        return self
+
     @property
     def embedded(self) -> bool:
         """True when Herald must start its own Redis and PostgreSQL."""
@@ -411,9 +463,15 @@ class Settings(BaseSettings):
         except ValidationError as e:
             problems = []
             for err in e.errors():
-                field = str(err["loc"][0]) if err["loc"] else "?"
+                if not err["loc"]:  # a rule between settings names them in its message
+                    problems.append(str(err["msg"]).removeprefix("Value error, "))
+                    continue
+                field = str(err["loc"][0])
                 var = ENV_PREFIX + field.upper()
+                # Inside a list or object (HERALD_PRINTERS): which item and field.
+                where = ".".join(str(p) for p in err["loc"][1:])
                 raw = os.environ.get(var)
                 shown = f" (got {raw!r})" if raw is not None and "secret" not in field else ""
-                problems.append(f"{var}: {err['msg']}{shown}")
+                at = f" at {where}" if where else ""
+                problems.append(f"{var}{at}: {err['msg']}{shown}")
             raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems)) from e

@@ -221,6 +221,7 @@ async def test_readiness_route_on_memory_state() -> None:
             "writer",
             "workers",
             "sse_connections",
+            "printer_probe",
         }
         assert {k: v["status"] for k, v in checks.items()} == {
             "database": "skipped",
@@ -230,15 +231,16 @@ async def test_readiness_route_on_memory_state() -> None:
             "writer": "skipped",
             "workers": "skipped",
             "sse_connections": "ok",
+            "printer_probe": "skipped",  # no database here
         }
         for check in checks.values():
             assert set(check) == {"status", "critical", "detail", "observed", "unit", "time"}
 
         # A feature adds its own check; the route picks it up unchanged.
-        state.readiness.add(Check("printer_probe", False, _const("stale", "last probe 20 min")))
+        state.readiness.add(Check("backups", False, _const("stale", "last backup 20 h ago")))
         body = (await http.get("/readiness")).json()
         assert body["status"] == "degraded"
-        assert body["checks"]["printer_probe"]["detail"] == "last probe 20 min"
+        assert body["checks"]["backups"]["detail"] == "last backup 20 h ago"
         state.readiness.add(Check("scheduler", True, _const("fail", "no leader")))
         r = await http.get("/readiness")
         assert r.status_code == 503 and r.json()["status"] == "not_ready"
