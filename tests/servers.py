@@ -50,6 +50,7 @@ class HeraldProcess:
             }
         )
         self.env.update(env)
+        self.extra_env = dict(env)  # what this server was given beyond the defaults
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
         self._ready = threading.Event()
