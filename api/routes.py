@@ -15,6 +15,7 @@ from herald.api.auth import require_role
 from herald.api.errors import ApiError
 from herald.api.events import history, stream_events
 from herald.api.health import health_routes
+from herald.api.maintenance import routes as maintenance_routes
 from herald.api.messages import routes as message_routes
 from herald.api.oauth import routes as oauth_routes
 from herald.api.schemas import PublishBody, parse_body, read_json
@@ -105,4 +106,5 @@ routes = [
     *oauth_routes,
     *source_routes,
     *attachment_routes,
+    *maintenance_routes,
 ]

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["NAME_RE", "ZERO_ID", "CursorError", "StreamId", "Target"]
+__all__ = ["NAME_RE", "ZERO_ID", "CursorError", "StreamId", "Target", "stream_key_pattern"]
 
 # No braces (they would break the hash tag), no whitespace or control characters.
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@|:+=-]{1,200}$")
@@ -108,3 +108,10 @@ class Target:
 
     def __str__(self) -> str:
         return f"{'user' if self.kind == 'u' else 'topic'}:{self.name}"
+
+
+def stream_key_pattern(kind: Literal["u", "t"]) -> str:
+    """A ``SCAN … MATCH`` pattern for every user (``u``) or topic (``t``) stream key.
+    Names cannot contain glob characters, so it matches those keys and no others."""
+    sample = Target(kind, "x")
+    return sample.stream_key.replace(sample.tag, f"{{{kind}:*}}")

@@ -17,8 +17,11 @@ __all__ = [
     "GAPS",
     "HTTP_REQUESTS",
     "HUB_RECONNECTS",
+    "MAINTENANCE_RUNS",
+    "MAINTENANCE_RUN_SECONDS",
     "REPLAYS",
     "REPLAY_DENIALS",
+    "RETENTION_DELETED",
     "SSE_CONNECTIONS",
     "TASKS",
     "TASK_SECONDS",
@@ -66,6 +69,22 @@ WRITER_BACKLOG = Gauge(
 TASKS = Counter("herald_tasks", "Task attempts finished, by kind and outcome.", ["kind", "outcome"])
 TASK_SECONDS = Histogram(
     "herald_task_seconds", "Task attempt duration, by kind and outcome.", ["kind", "outcome"]
+)
+MAINTENANCE_RUNS = Counter(
+    "herald_maintenance_runs",
+    "Maintenance runs finished or skipped, by job type and status.",
+    ["job_type", "status"],
+)
+MAINTENANCE_RUN_SECONDS = Histogram(
+    "herald_maintenance_run_seconds",
+    "Duration of maintenance runs, by job type and status.",
+    ["job_type", "status"],
+    buckets=(0.01, 0.05, 0.25, 1, 5, 15, 60, 300, 900, 3600),
+)
+RETENTION_DELETED = Counter(
+    "herald_retention_deleted",
+    "Rows and stream entries removed by retention, by what they were.",
+    ["what"],
 )
 HTTP_REQUESTS = Counter(
     "herald_http_requests",
