@@ -5,9 +5,16 @@ stream itself (blocking XREAD), never on sleeps."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,6 +34,8 @@ from herald.workers.maintenance.scheduler import Scheduler
 from herald.workers.runtime import Worker
 from tests.conftest import DATABASE_URL, REDIS_URL
 
+ROOT = Path(__file__).resolve().parents[1]
+HERALD = str(Path(sys.executable).with_name("herald"))
 TOPIC_KEY = Target.topic(TOPIC).stream_key
 DEADLINE_S = 60.0
 
@@ -148,3 +157,78 @@ async def maint_env(name: str, **overrides: Any) -> AsyncIterator[Maint]:
         await redis.delete(tasks_key(name), retry_key(name), dead_key(name))
         await redis.aclose()
         await engine.dispose()
+
+
+class HeraldCommand:
+    """A real ``herald <args>`` process on the test services, its output collected."""
+
+    def __init__(self, *args: str, **env: str) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+        self.env.update(
+            {
+                "HERALD_REDIS_URL": REDIS_URL,
+                "HERALD_DATABASE_URL": DATABASE_URL,
+                "HERALD_LOG_LEVEL": "WARNING",
+                "PYTHONUNBUFFERED": "1",
+                **env,
+            }
+        )
+        self.proc = subprocess.Popen(
+            [HERALD, *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+
+    def wait_line(self, prefix: str) -> str:
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: next((x for x in self.lines if x.startswith(prefix)), None), DEADLINE_S
+            )
+        assert found, f"no line {prefix!r} from herald:\n{''.join(self.lines)}"
+        return found
+
+    async def await_line(self, prefix: str) -> str:
+        return await asyncio.to_thread(self.wait_line, prefix)
+
+    async def stop(self) -> int:
+        """SIGTERM, and the exit status."""
+        self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.to_thread(self.proc.wait, DEADLINE_S)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def close(self) -> None:
+        self.kill()
+        self._pump_thread.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@contextlib.contextmanager
+def herald_commands(*commands: tuple[str, ...], **env: str) -> Iterator[list[HeraldCommand]]:
+    """Start each ``herald`` command (same environment); kill all on the way out."""
+    procs: list[HeraldCommand] = []
+    try:
+        for args in commands:
+            procs.append(HeraldCommand(*args, **env))
+        yield procs
+    finally:
+        for proc in procs:
+            proc.close()

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import Select, delete, func, insert, literal, select, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -172,7 +172,7 @@ class MaintenanceStore:
                 _runs_of(runs)
                 .where(runs.c.job_id.in_([j.id for j in found]))
                 .order_by(runs.c.job_id, runs.c.created_at.desc())
-                .distinct(runs.c.job_id)
+                .ext(distinct_on(runs.c.job_id))
             )
             last = {r.job_id: r for r in map(_run, await conn.execute(newest))} if found else {}
             return [(job, last.get(job.id)) for job in found]

@@ -220,6 +220,7 @@ async def test_readiness_route_on_memory_state() -> None:
             "hub",
             "writer",
             "workers",
+            "scheduler",
             "sse_connections",
         }
         assert {k: v["status"] for k, v in checks.items()} == {
@@ -229,6 +230,7 @@ async def test_readiness_route_on_memory_state() -> None:
             "hub": "ok",
             "writer": "skipped",
             "workers": "skipped",
+            "scheduler": "skipped",
             "sse_connections": "ok",
         }
         for check in checks.values():
@@ -239,7 +241,7 @@ async def test_readiness_route_on_memory_state() -> None:
         body = (await http.get("/readiness")).json()
         assert body["status"] == "degraded"
         assert body["checks"]["printer_probe"]["detail"] == "last probe 20 min"
-        state.readiness.add(Check("scheduler", True, _const("fail", "no leader")))
+        state.readiness.add(Check("mail_relay", True, _const("fail", "no answer")))
         r = await http.get("/readiness")
         assert r.status_code == 503 and r.json()["status"] == "not_ready"
 

@@ -138,6 +138,14 @@ class Scheduler:
         self.id = scheduler_id or default_consumer_name()
         self._dispatch = dispatcher(tasks, settings)
         self._stop = asyncio.Event()
+        if settings.maintenance_stale_s <= settings.task_visibility_timeout_s:
+            log.warning(
+                "HERALD_MAINTENANCE_STALE_S (%s) is not above HERALD_TASK_VISIBILITY_TIMEOUT_S "
+                "(%s): a run whose worker died may be marked abandoned before another worker "
+                "takes it over",
+                settings.maintenance_stale_s,
+                settings.task_visibility_timeout_s,
+            )
 
     def request_stop(self) -> None:
         """Stop after the current pass; safe from a signal handler on the loop."""
