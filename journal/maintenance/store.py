@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Select, delete, func, insert, literal, select, update
+from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +28,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from herald.journal.maintenance.cutoff import require_aware
 from herald.journal.maintenance.models import Job, Run, RunStatus
+from herald.journal.maintenance.rows import (
+    DispatchFailed,
+    JobRunning,
+    UnknownJob,
+    advisory_key,
+    constraint_of,
+    hand_over,
+    is_running,
+    job_of,
+    lock_run,
+    run_of,
+    runs_of,
+)
 from herald.journal.maintenance.schedule import Schedule
 from herald.journal.runtime.db import run_in_transaction
 from herald.journal.tables import maintenance_jobs as jobs
@@ -40,70 +53,6 @@ OVERLAP_MESSAGE: Final = "skipped: the previous run of this job was still runnin
 Dispatch = Callable[[Run], Awaitable[None]]
 # What a job's PATCH may change.
 EDITABLE: Final = frozenset({"enabled", "schedule_cron", "timezone", "params"})
-
-
-class UnknownJob(LookupError):
-    code = "job_not_found"
-
-
-class DispatchFailed(Exception):
-    """Handing a claimed run to the task queue failed; the claim was rolled back."""
-
-    code = "dispatch_failed"
-
-
-class JobRunning(Exception):
-    """The job has a run in progress; it is not started again."""
-
-    code = "job_running"
-
-
-def advisory_key(run_id: uuid.UUID) -> int:
-    """The run's advisory lock: 64 bits of its (random) id."""
-    return int.from_bytes(run_id.bytes[:8], "big", signed=True)
-
-
-def _job(row: Any) -> Job:
-    return Job(
-        id=row.id,
-        key=row.key,
-        job_type=row.job_type,
-        schedule_cron=row.schedule_cron,
-        timezone=row.timezone,
-        enabled=row.enabled,
-        visible_in_ui=row.visible_in_ui,
-        params=dict(row.params or {}),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
-
-
-def _run(row: Any) -> Run:
-    return Run(
-        id=row.id,
-        job_id=row.job_id,
-        job_key=row.key,
-        job_type=row.job_type,
-        trigger=row.trigger,
-        scheduled_for=row.scheduled_for,
-        status=row.status,
-        message=row.message,
-        result=row.result,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        heartbeat_at=row.heartbeat_at,
-    )
-
-
-def _runs_of(source: Any) -> Select[Any]:
-    """Run rows of ``source`` (the table or a CTE of it) with their job's key and type."""
-    return select(source, jobs.c.key, jobs.c.job_type).join(jobs, jobs.c.id == source.c.job_id)
-
-
-def _constraint(e: IntegrityError) -> str | None:
-    diag = getattr(e.orig, "diag", None)
-    return getattr(diag, "constraint_name", None)
 
 
 class MaintenanceStore:
@@ -140,22 +89,14 @@ class MaintenanceStore:
 
         async def work(conn: AsyncConnection) -> Job:
             row = (await conn.execute(insert(jobs).values(**values).returning(jobs))).one()
-            return _job(row)
-
-        return await run_in_transaction(self.engine, work)
-
-    async def delete_job(self, key: str) -> bool:
-        """Remove a job and its runs."""
-
-        async def work(conn: AsyncConnection) -> bool:
-            return bool((await conn.execute(delete(jobs).where(jobs.c.key == key))).rowcount)
+            return job_of(row)
 
         return await run_in_transaction(self.engine, work)
 
     async def job(self, key: str) -> Job | None:
         async def work(conn: AsyncConnection) -> Job | None:
             row = (await conn.execute(select(jobs).where(jobs.c.key == key))).first()
-            return None if row is None else _job(row)
+            return None if row is None else job_of(row)
 
         return await run_in_transaction(self.engine, work)
 
@@ -167,14 +108,14 @@ class MaintenanceStore:
             query = query.where(jobs.c.visible_in_ui.is_(visible))
 
         async def work(conn: AsyncConnection) -> list[tuple[Job, Run | None]]:
-            found = [_job(row) for row in await conn.execute(query)]
+            found = [job_of(row) for row in await conn.execute(query)]
             newest = (
-                _runs_of(runs)
+                runs_of(runs)
                 .where(runs.c.job_id.in_([j.id for j in found]))
                 .order_by(runs.c.job_id, runs.c.created_at.desc())
                 .ext(distinct_on(runs.c.job_id))
             )
-            last = {r.job_id: r for r in map(_run, await conn.execute(newest))} if found else {}
+            last = {r.job_id: r for r in map(run_of, await conn.execute(newest))} if found else {}
             return [(job, last.get(job.id)) for job in found]
 
         return await run_in_transaction(self.engine, work)
@@ -185,13 +126,13 @@ class MaintenanceStore:
             if row is None:
                 return None
             newest = (
-                _runs_of(runs)
+                runs_of(runs)
                 .where(runs.c.job_id == row.id)
                 .order_by(runs.c.created_at.desc())
                 .limit(1)
             )
             last = (await conn.execute(newest)).first()
-            return _job(row), (None if last is None else _run(last))
+            return job_of(row), (None if last is None else run_of(last))
 
         return await run_in_transaction(self.engine, work)
 
@@ -222,7 +163,7 @@ class MaintenanceStore:
                     .returning(jobs)
                 )
             ).one()
-            return _job(updated)
+            return job_of(updated)
 
         return await run_in_transaction(self.engine, work)
 
@@ -240,7 +181,7 @@ class MaintenanceStore:
         )
 
         async def work(conn: AsyncConnection) -> list[tuple[Job, datetime | None]]:
-            return [(_job(row), row.last_tick) for row in await conn.execute(query)]
+            return [(job_of(row), row.last_tick) for row in await conn.execute(query)]
 
         return await run_in_transaction(self.engine, work)
 
@@ -264,7 +205,7 @@ class MaintenanceStore:
         try:
             return await self._claim(job.id, tick, dispatch, skip, note, result)
         except IntegrityError as e:
-            if _constraint(e) != ONE_RUNNING:
+            if constraint_of(e) != ONE_RUNNING:
                 raise
         # Another tick of this job started between our check and our insert.
         return await self._claim(job.id, tick, dispatch, OVERLAP_MESSAGE, None, None)
@@ -280,7 +221,7 @@ class MaintenanceStore:
     ) -> Run | None:
         async def work(conn: AsyncConnection) -> Run | None:
             reason = skip
-            if reason is None and await _is_running(conn, job_id):
+            if reason is None and await is_running(conn, job_id):
                 reason = OVERLAP_MESSAGE
             run_id = uuid.uuid4()  # per attempt: a retried transaction is another claim
             values: dict[str, Any] = {
@@ -295,7 +236,7 @@ class MaintenanceStore:
             if reason:
                 values["finished_at"] = func.now()
             else:
-                await _lock(conn, run_id)
+                await lock_run(conn, run_id)
             claimed = (
                 pg_insert(runs)
                 .values(**values)
@@ -303,12 +244,12 @@ class MaintenanceStore:
                 .returning(runs)
                 .cte("claimed")
             )
-            row = (await conn.execute(_runs_of(claimed))).first()
+            row = (await conn.execute(runs_of(claimed))).first()
             if row is None:
                 return None
-            run = _run(row)
+            run = run_of(row)
             if run.status == "running":
-                await _hand_over(dispatch, run)
+                await hand_over(dispatch, run)
             return run
 
         return await run_in_transaction(self.engine, work)
@@ -321,24 +262,24 @@ class MaintenanceStore:
             job_id = (await conn.execute(select(jobs.c.id).where(jobs.c.key == key))).scalar()
             if job_id is None:
                 raise UnknownJob(f"no maintenance job {key!r}")
-            if await _is_running(conn, job_id):
+            if await is_running(conn, job_id):
                 raise JobRunning(f"job {key!r} is running; wait for its run to finish")
             run_id = uuid.uuid4()
-            await _lock(conn, run_id)
+            await lock_run(conn, run_id)
             started = (
                 insert(runs)
                 .values(id=run_id, job_id=job_id, trigger="manual", status="running")
                 .returning(runs)
                 .cte("started")
             )
-            run = _run((await conn.execute(_runs_of(started))).one())
-            await _hand_over(dispatch, run)
+            run = run_of((await conn.execute(runs_of(started))).one())
+            await hand_over(dispatch, run)
             return run
 
         try:
             return await run_in_transaction(self.engine, work)
         except IntegrityError as e:
-            if _constraint(e) != ONE_RUNNING:
+            if constraint_of(e) != ONE_RUNNING:
                 raise
             raise JobRunning(f"job {key!r} is running; wait for its run to finish") from e
 
@@ -350,7 +291,7 @@ class MaintenanceStore:
         Waits for the claiming transaction first (its advisory lock)."""
 
         async def work(conn: AsyncConnection) -> Run | None:
-            await _lock(conn, run_id)
+            await lock_run(conn, run_id)
             began = (
                 update(runs)
                 .where(runs.c.id == run_id, runs.c.status == "running")
@@ -361,8 +302,8 @@ class MaintenanceStore:
                 .returning(runs)
                 .cte("began")
             )
-            row = (await conn.execute(_runs_of(began))).first()
-            return None if row is None else _run(row)
+            row = (await conn.execute(runs_of(began))).first()
+            return None if row is None else run_of(row)
 
         return await run_in_transaction(self.engine, work)
 
@@ -405,8 +346,8 @@ class MaintenanceStore:
                 .returning(runs)
                 .cte("finished")
             )
-            row = (await conn.execute(_runs_of(finished))).first()
-            return None if row is None else _run(row)
+            row = (await conn.execute(runs_of(finished))).first()
+            return None if row is None else run_of(row)
 
         return await run_in_transaction(self.engine, work)
 
@@ -432,7 +373,7 @@ class MaintenanceStore:
                 .returning(runs)
                 .cte("reaped")
             )
-            return [_run(row) for row in await conn.execute(_runs_of(reaped))]
+            return [run_of(row) for row in await conn.execute(runs_of(reaped))]
 
         return await run_in_transaction(self.engine, work)
 
@@ -440,37 +381,18 @@ class MaintenanceStore:
 
     async def run(self, run_id: uuid.UUID) -> Run | None:
         async def work(conn: AsyncConnection) -> Run | None:
-            row = (await conn.execute(_runs_of(runs).where(runs.c.id == run_id))).first()
-            return None if row is None else _run(row)
+            row = (await conn.execute(runs_of(runs).where(runs.c.id == run_id))).first()
+            return None if row is None else run_of(row)
 
         return await run_in_transaction(self.engine, work)
 
     async def runs(self, *, limit: int = 50, job: str | None = None) -> list[Run]:
         """The newest ``limit`` runs (of job key ``job``), newest first."""
-        query = _runs_of(runs).order_by(runs.c.created_at.desc(), runs.c.id).limit(limit)
+        query = runs_of(runs).order_by(runs.c.created_at.desc(), runs.c.id).limit(limit)
         if job is not None:
             query = query.where(jobs.c.key == job)
 
         async def work(conn: AsyncConnection) -> list[Run]:
-            return [_run(row) for row in await conn.execute(query)]
+            return [run_of(row) for row in await conn.execute(query)]
 
         return await run_in_transaction(self.engine, work)
-
-
-async def _hand_over(dispatch: Dispatch, run: Run) -> None:
-    try:
-        await dispatch(run)
-    except Exception as e:
-        # Not a database fault: the transaction must not be retried as one.
-        raise DispatchFailed(f"run {run.id} could not be queued: {e}") from e
-
-
-async def _is_running(conn: AsyncConnection, job_id: int) -> bool:
-    found = await conn.execute(
-        select(runs.c.id).where(runs.c.job_id == job_id, runs.c.status == "running").limit(1)
-    )
-    return found.first() is not None
-
-
-async def _lock(conn: AsyncConnection, run_id: uuid.UUID) -> None:
-    await conn.execute(select(func.pg_advisory_xact_lock(advisory_key(run_id))))
