@@ -456,6 +456,7 @@ def cmd_scheduler(_: argparse.Namespace) -> None:
     settings = _redis_settings()
     if not settings.database_url:
         _fail("the scheduler needs PostgreSQL: set HERALD_DATABASE_URL or start `herald serve`")
+    _require_head(settings.database_url)
     raise SystemExit(run_scheduler(settings))
 
 
