@@ -38,6 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 HERALD = str(Path(sys.executable).with_name("herald"))
 TOPIC_KEY = Target.topic(TOPIC).stream_key
 DEADLINE_S = 60.0
+# A process's "ready" line: several start at once on a busy machine, each importing
+# the whole stack.
+START_S = 180.0
 
 
 @dataclass
@@ -193,10 +196,10 @@ class HeraldCommand:
                 self.lines.append(line)
                 self._changed.notify_all()
 
-    def wait_line(self, prefix: str) -> str:
+    def wait_line(self, prefix: str, timeout: float = START_S) -> str:
         with self._changed:
             found = self._changed.wait_for(
-                lambda: next((x for x in self.lines if x.startswith(prefix)), None), DEADLINE_S
+                lambda: next((x for x in self.lines if x.startswith(prefix)), None), timeout
             )
         assert found, f"no line {prefix!r} from herald:\n{''.join(self.lines)}"
         return found

@@ -23,6 +23,9 @@ from tests.maintenance import Maint, herald_commands, maint_env
 pytestmark = pytest.mark.integration
 
 TICKS = 20
+# Four processes start (each importing the whole stack) and run for 20 s or more:
+# beyond the suite's per-test default on a busy machine.
+SLOW = pytest.mark.timeout(600)
 
 
 @pytest.fixture
@@ -46,6 +49,7 @@ def completed_count(n: int) -> Any:
     return lambda events: sum(t == "maintenance.run.completed" for t, _ in events) >= n
 
 
+@SLOW
 async def test_three_scheduler_processes_run_each_tick_once_and_survive_a_sigkill(maint: Maint):
     env = {"HERALD_MAINTENANCE_QUEUE": maint.name, "HERALD_SCHEDULER_POLL_S": "1"}
     commands = [("worker", "--queue", maint.name, "--concurrency", "2")]
@@ -119,6 +123,7 @@ async def test_a_run_longer_than_its_interval_never_overlaps_the_next(maint: Mai
     assert {r.status for r in runs} <= {"success", "skipped"}
 
 
+@SLOW
 async def test_a_worker_killed_mid_run_has_its_run_taken_over_and_finished_once(maint: Maint):
     job = await maint.job("taken-over", params={"sleep_s": 3})
     after = await maint.topic_position()
