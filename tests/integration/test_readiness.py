@@ -257,6 +257,7 @@ def test_metrics_and_json_logs(shared: Stack, unique: str) -> None:
 
 def test_redis_then_postgres_down(own: Stack) -> None:
     stack = own
+    until(lambda: statuses(probe(stack)[1])["scheduler"] == "ok", START_TIMEOUT_S)
     heartbeat(stack, age_s=0)
     code, report = probe(stack)
     assert (code, report["status"]) == (200, "ready"), report
