@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from herald.api.logs import redact
 from herald.journal.envelope import format_time
 from herald.journal.tasks.keys import WORKERS_KEY
+from herald.journal.maintenance.events import scheduler_passes
 
 if TYPE_CHECKING:
     from herald.api.state import AppState
@@ -254,6 +255,26 @@ async def check_workers(state: AppState) -> CheckResult:
     )
 
 
+async def check_scheduler(state: AppState) -> CheckResult:
+    """A maintenance scheduler (any process) finished a pass within
+    HERALD_SCHEDULER_STALE_S: scheduled jobs are being run."""
+    if state.redis is None or state.engine is None:
+        return CheckResult("skipped", "no scheduler without Redis and PostgreSQL")
+    stamps = list((await scheduler_passes(state.redis)).values())
+    if not stamps:
+        return CheckResult("fail", "no maintenance scheduler has ever run a pass")
+    stale_s = state.settings.scheduler_stale_s
+    newest = round(max(0.0, (time.time() * 1000 - max(stamps)) / 1000), 3)
+    if newest <= stale_s:
+        return CheckResult("ok", f"a scheduler ran a pass {newest:.0f} s ago", newest, "s")
+    return CheckResult(
+        "stale",
+        f"no scheduler pass within {stale_s:g} s; newest is {newest:.0f} s old",
+        newest,
+        "s",
+    )
+
+
 async def check_sse(state: AppState) -> CheckResult:
     open_, cap = state.open_streams, state.settings.max_connections
     detail = f"{open_} of at most {cap} event streams open in this process"
@@ -272,6 +293,7 @@ def default_registry() -> ReadinessRegistry:
             Check("hub", False, check_hub),
             Check("writer", False, check_writer),
             Check("workers", False, check_workers),
+            Check("scheduler", False, check_scheduler),
             Check("sse_connections", False, check_sse),
         ]
     )

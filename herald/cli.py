@@ -1,4 +1,4 @@
-"""The ``herald`` command: serve, migrate, token, publish, tail, worker, tasks.
+"""The ``herald`` command: serve, migrate, token, publish, tail, worker, tasks, scheduler.
 
 Every subcommand parses the settings once; a bad ``HERALD_*`` value prints the
 variable and the problem and exits 2 instead of showing a traceback.
@@ -244,14 +244,49 @@ def cmd_serve(args: argparse.Namespace) -> None:
             proxy_headers=False,
             timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) + 2),
         )
-        workers: list[Any] = []
-        if settings.worker_in_process:
-            from herald.workers.commands import InProcessProbe, InProcessWorker
+        parts = _in_process_parts(settings)
+        _ready_server_class()(
+            config, public, lambda: _close_streams(app), [parts] if parts else []
+        ).run()
 
-            workers.append(InProcessWorker())
-            if settings.printer_probe:
-                workers.append(InProcessProbe())
-        _ready_server_class()(config, public, lambda: _close_streams(app), workers).run()
+
+class _InProcessParts:
+    """Several in-process parts (the worker, the scheduler) started and stopped as
+    one: started in order, stopped in reverse (the scheduler stops dispatching
+    before the worker finishes what it runs)."""
+
+    def __init__(self, parts: list[Any]) -> None:
+        self.parts = parts
+
+    def start(self, state: Any) -> None:
+        for part in self.parts:
+            part.start(state)
+
+    def request_stop(self) -> None:
+        for part in self.parts:
+            part.request_stop()
+
+    async def stop(self, force: Any = lambda: False) -> None:
+        for part in reversed(self.parts):
+            await part.stop(force=force)
+
+
+def _in_process_parts(settings: Settings) -> _InProcessParts | None:
+    """What ``herald serve`` runs beside the API: a worker and the printer probe
+    (HERALD_WORKER_IN_PROCESS, HERALD_PRINTER_PROBE) and the maintenance scheduler
+    (HERALD_SCHEDULER_IN_PROCESS)."""
+    parts: list[Any] = []
+    if settings.worker_in_process:
+        from herald.workers.commands import InProcessProbe, InProcessWorker
+
+        parts.append(InProcessWorker())
+        if settings.printer_probe:
+            parts.append(InProcessProbe())
+    if settings.scheduler_in_process:
+        from herald.workers.maintenance.commands import InProcessScheduler
+
+        parts.append(InProcessScheduler())
+    return _InProcessParts(parts) if parts else None
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:
@@ -438,6 +473,17 @@ def cmd_tasks_retry(args: argparse.Namespace) -> None:
     print(orjson.dumps({"task_id": args.task_id, "requeued": True}).decode())
 
 
+def cmd_scheduler(_: argparse.Namespace) -> None:
+    """Run the maintenance scheduler until SIGTERM/SIGINT (any number of replicas)."""
+    from herald.workers.maintenance.commands import run_scheduler
+
+    settings = _redis_settings()
+    if not settings.database_url:
+        _fail("the scheduler needs PostgreSQL: set HERALD_DATABASE_URL or start `herald serve`")
+    _require_head(settings.database_url)
+    raise SystemExit(run_scheduler(settings))
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -529,6 +575,11 @@ def _parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics on this port (HERALD_HOST)",
     )
     w.set_defaults(func=cmd_worker)
+
+    sc = sub.add_parser(
+        "scheduler", help="run the maintenance scheduler until SIGTERM (replicas are safe)"
+    )
+    sc.set_defaults(func=cmd_scheduler)
 
     tk = sub.add_parser("tasks", help="inspect and re-queue dead-letter tasks")
     tsub = tk.add_subparsers(dest="tasks_command", required=True)

@@ -26,7 +26,15 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["PREFIX", "channel", "hash_tag", "idempotency_key", "meta_key", "stream_key"]
+__all__ = [
+    "PREFIX",
+    "channel",
+    "hash_tag",
+    "idempotency_key",
+    "meta_key",
+    "stream_key",
+    "stream_key_pattern",
+]
 
 PREFIX: Final = "herald:"
 
@@ -55,3 +63,9 @@ def meta_key(tag: str) -> str:
 def idempotency_key(tag: str, key: str) -> str:
     """The id a publish with idempotency key ``key`` got (expires)."""
     return f"{PREFIX}{tag}:idem:{key}"
+
+
+def stream_key_pattern(kind: str) -> str:
+    """A ``SCAN … MATCH`` pattern for every user (``u``) or topic (``t``) stream key.
+    Names cannot contain glob characters, so it matches those keys and no others."""
+    return stream_key(hash_tag(kind, "*"))

@@ -23,12 +23,15 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 __all__ = [
     "attachments",
     "chunks",
+    "maintenance_jobs",
+    "maintenance_runs",
     "message_events",
     "messages",
     "metadata",
@@ -211,4 +214,55 @@ printer_status = Table(
     Column("last_success_at", DateTime(timezone=True)),
     Column("last_error", Text),
     _updated(),
+)
+
+# Maintenance (DESIGN §9): jobs on a cron schedule and their runs.  UNIQUE (job_id,
+# scheduled_for) makes "exactly one run per tick" the database's decision; the
+# partial unique index keeps a job from running twice at once.
+maintenance_jobs = Table(
+    "maintenance_jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", Text, nullable=False, unique=True),
+    Column("job_type", Text, nullable=False),
+    Column("schedule_cron", Text),  # null: runs only when asked to
+    Column("timezone", Text, nullable=False, server_default="UTC"),
+    Column("enabled", Boolean, nullable=False, server_default="true"),
+    Column("visible_in_ui", Boolean, nullable=False, server_default="true"),
+    Column("params", JSONB, nullable=False, server_default="{}"),
+    _created(),
+    _updated(),
+)
+
+maintenance_runs = Table(
+    "maintenance_runs",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column(
+        "job_id",
+        Integer,
+        ForeignKey("maintenance_jobs.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("trigger", Text, nullable=False),
+    Column("scheduled_for", DateTime(timezone=True)),  # the cron tick; null for manual runs
+    Column("status", Text, nullable=False),
+    Column("message", Text),
+    Column("result", JSONB),
+    _created(),  # when the run was claimed (or recorded as skipped)
+    Column("started_at", DateTime(timezone=True)),  # when a worker began it
+    Column("finished_at", DateTime(timezone=True)),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("job_id", "scheduled_for"),
+    CheckConstraint("trigger IN ('scheduled', 'manual')", name="trigger"),
+    CheckConstraint("status IN ('running', 'success', 'failed', 'skipped')", name="status"),
+    CheckConstraint("(trigger = 'manual') = (scheduled_for IS NULL)", name="tick"),
+    Index(
+        "uq_maintenance_runs_one_running",
+        "job_id",
+        unique=True,
+        postgresql_where=text("status = 'running'"),
+    ),
+    Index("ix_maintenance_runs_created_at", "created_at"),
+    Index("ix_maintenance_runs_job_id_created_at", "job_id", "created_at"),
 )

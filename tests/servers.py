@@ -46,6 +46,7 @@ class HeraldProcess:
                 # Off unless a test asks: servers of different tests share Redis
                 # (and so the task queues) but not always the database.
                 "HERALD_WORKER_IN_PROCESS": "false",
+                "HERALD_SCHEDULER_IN_PROCESS": "false",
                 "PYTHONUNBUFFERED": "1",
             }
         )

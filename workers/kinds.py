@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from herald.workers import attachments, ingest, oauth
+from herald.workers.maintenance import task as maintenance_task
 from herald.workers.task import TaskContext, TaskRegistry
 
 __all__ = ["KIND_MODULES", "default_registry", "register_builtin"]
@@ -31,6 +32,7 @@ KIND_MODULES: list[Callable[[TaskRegistry], None]] = [
     oauth.register,
     ingest.register,
     attachments.register,
+    maintenance_task.register,
 ]
 
 

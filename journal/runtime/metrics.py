@@ -20,8 +20,11 @@ __all__ = [
     "MEMBER_LOOKUPS",
     "PRINTER_PROBES",
     "PRINTER_PROBE_SECONDS",
+    "MAINTENANCE_RUNS",
+    "MAINTENANCE_RUN_SECONDS",
     "REPLAYS",
     "REPLAY_DENIALS",
+    "RETENTION_DELETED",
     "SSE_CONNECTIONS",
     "TASKS",
     "TASK_SECONDS",
@@ -83,6 +86,22 @@ PRINTER_PROBE_SECONDS = Histogram(
     "Duration of one printer probe (SNMP only), by outcome.",
     ["outcome"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+MAINTENANCE_RUNS = Counter(
+    "herald_maintenance_runs",
+    "Maintenance runs finished or skipped, by job type and status.",
+    ["job_type", "status"],
+)
+MAINTENANCE_RUN_SECONDS = Histogram(
+    "herald_maintenance_run_seconds",
+    "Duration of maintenance runs, by job type and status.",
+    ["job_type", "status"],
+    buckets=(0.01, 0.05, 0.25, 1, 5, 15, 60, 300, 900, 3600),
+)
+RETENTION_DELETED = Counter(
+    "herald_retention_deleted",
+    "Rows and stream entries removed by retention, by what they were.",
+    ["what"],
 )
 HTTP_REQUESTS = Counter(
     "herald_http_requests",

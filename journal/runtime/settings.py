@@ -374,6 +374,72 @@ class Settings(BaseSettings):
         description="Readiness check `printer_probe` is `stale` while the oldest last success of a printer is at most this old, `fail` beyond.",
     )
 
+    # Maintenance: the scheduler, its runs, retention by age (0 keeps forever).
+    scheduler_in_process: bool = Field(
+        True,
+        description="`herald serve` also runs the maintenance scheduler (turn off when `herald scheduler` processes run; running both is safe, just redundant).",
+    )
+    scheduler_catchup_s: int = Field(
+        3600,
+        ge=0,
+        description="A tick missed while no scheduler ran is run once at start-up if it is at most this old; an older one is recorded as `skipped`.",
+    )
+    scheduler_poll_s: float = Field(
+        10.0,
+        gt=0,
+        le=60,
+        description="Longest a scheduler sleeps between passes (it wakes earlier for a due tick); job changes are seen within this time.",
+    )
+    scheduler_stale_s: float = Field(
+        120.0,
+        gt=0,
+        description="Readiness reports the `scheduler` check `stale` when no scheduler finished a pass within this time.",
+    )
+    maintenance_queue: str = Field(
+        "maintenance",
+        pattern=r"^[A-Za-z0-9_.@|:+=-]{1,200}$",
+        description="Task queue maintenance runs travel on (workers read it by default; another name needs `herald worker --queue`).",
+    )
+    maintenance_heartbeat_s: float = Field(
+        10.0, gt=0, description="How often a running maintenance run refreshes `heartbeat_at`."
+    )
+    maintenance_stale_s: float = Field(
+        300.0,
+        gt=0,
+        description="A `running` run whose heartbeat is older than this is marked `failed` with message `abandoned` (keep it above `TASK_VISIBILITY_TIMEOUT_S`, so a lost worker's run is taken over first).",
+    )
+    message_retention_s: int = Field(
+        2592000,
+        ge=0,
+        description="Message events older than this are deleted by `message_events_retention` (0: kept forever).",
+    )
+    stream_retention_s: int = Field(
+        604800,
+        ge=0,
+        description="User and topic stream entries older than this are trimmed by `stream_retention` (`XTRIM MINID`), on top of `STREAM_MAXLEN` (0: by length only).",
+    )
+    upload_retention_s: int = Field(
+        0,
+        ge=0,
+        description="Uploaded sources (their files and chunks) older than this are deleted by `uploads_retention`; connector sources never are (0: kept forever).",
+    )
+    attachment_retention_s: int = Field(
+        2592000,
+        ge=0,
+        description="Attachments older than this are deleted by `uploads_retention` (0: kept forever).",
+    )
+    dead_letter_retention_s: int = Field(
+        1209600,
+        ge=0,
+        description="Dead-letter task entries older than this are trimmed by `dead_letter_retention` (0: kept, up to `STREAM_MAXLEN`).",
+    )
+    retention_batch: int = Field(
+        5000,
+        ge=1,
+        le=100000,
+        description="Rows deleted per transaction (and stream trims per pipeline) by the retention jobs, so none holds locks for long.",
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )

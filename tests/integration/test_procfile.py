@@ -1,6 +1,6 @@
 """The Procfile: every process runs a ``herald`` command that exists, and
-``honcho start`` runs them as the README says (release migrates; web and worker
-come up, and readiness sees the worker's heartbeat)."""
+``honcho start`` runs them as the README says (release migrates; web, worker and
+scheduler come up, and readiness sees the worker's and the scheduler's heartbeats)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def subcommands() -> set[str]:
 
 def test_every_process_runs_an_existing_herald_command() -> None:
     procs = processes()
-    assert {"release", "web", "worker"} <= set(procs)
+    assert {"release", "web", "worker", "scheduler"} <= set(procs)
     known = subcommands()
     for name, words in procs.items():
         while words and ASSIGNMENT.fullmatch(words[0]):
@@ -96,9 +96,9 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
 
 
 @pytest.mark.integration
-def test_honcho_starts_web_and_worker(tmp_path: Path, own_redis: OwnRedis) -> None:
+def test_honcho_starts_web_worker_and_scheduler(tmp_path: Path, own_redis: OwnRedis) -> None:
     port = free_port()
-    start = ["start", "-p", str(port), "web", "worker"]
+    start = ["start", "-p", str(port), "web", "worker", "scheduler"]
     proc = subprocess.Popen(
         [HONCHO, "-f", str(ROOT / "Procfile"), "-d", str(tmp_path), *start],
         env=_env(HERALD_REDIS_URL=own_redis.url, HERALD_WORKER_HEARTBEAT_S="0.5"),
@@ -118,9 +118,10 @@ def test_honcho_starts_web_and_worker(tmp_path: Path, own_redis: OwnRedis) -> No
         children = psutil.Process(proc.pid).children(recursive=True)
         deadline = time.monotonic() + 30
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            while True:  # each poll is a probe; the worker's first heartbeat ends it
+            while True:  # each poll is a probe; the first heartbeats of both end it
                 report = http.get("/readiness").json()
-                if report["checks"]["workers"]["status"] == "ok":
+                checks = report["checks"]
+                if checks["workers"]["status"] == checks["scheduler"]["status"] == "ok":
                     break
                 assert time.monotonic() < deadline, report
         assert report["status"] == "ready", report

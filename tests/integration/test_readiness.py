@@ -5,6 +5,8 @@ embedded PostgreSQL, so the tests can stop them without disturbing anyone else:
 
 * no worker heartbeat → 200 ``degraded``; a fresh one → ``ready``; an old one →
   ``degraded`` with ``workers: stale``;
+* the server's in-process maintenance scheduler records its passes: ``scheduler``
+  is ``ok``; with no pass recorded it fails, with only an old one it is ``stale``;
 * Redis stopped → the very next ``/readiness`` is 503; ``/healthz`` still answers,
   and keeps answering once PostgreSQL is stopped too (it touches neither);
 * the hub's pub/sub connection killed → it reconnects and the counter says so;
@@ -29,6 +31,7 @@ import pytest
 import redis
 
 from herald.api.readiness import WORKERS_KEY
+from herald.journal.maintenance import SCHEDULERS_KEY
 from herald.journal.runtime.embedded import EmbeddedServices
 from tests.servers import HeraldProcess, free_port
 
@@ -92,6 +95,9 @@ def start_stack(root: Path) -> Stack:
         root,
         HERALD_REDIS_URL=own_redis.url,
         HERALD_WORKER_IN_PROCESS="false",
+        HERALD_SCHEDULER_IN_PROCESS="true",
+        # Its passes then come a minute apart: a test can set the record aside.
+        HERALD_SCHEDULER_POLL_S="60",
         HERALD_WORKER_STALE_S=str(STALE_S),
         HERALD_LOG_LEVEL="INFO",
     )
@@ -155,6 +161,7 @@ def heartbeat(stack: Stack, age_s: float) -> None:
 
 
 def test_worker_heartbeats_flip_ready_and_degraded(shared: Stack) -> None:
+    until(lambda: statuses(probe(shared)[1])["scheduler"] == "ok", START_TIMEOUT_S)
     with shared.redis.client() as rc:
         rc.delete(WORKERS_KEY)
     code, report = probe(shared)
@@ -166,6 +173,7 @@ def test_worker_heartbeats_flip_ready_and_degraded(shared: Stack) -> None:
         "hub": "ok",
         "writer": "ok",
         "workers": "fail",
+        "scheduler": "ok",
         "sse_connections": "ok",
     }
     assert report["checks"]["database"]["unit"] == "ms"
@@ -180,6 +188,19 @@ def test_worker_heartbeats_flip_ready_and_degraded(shared: Stack) -> None:
     code, report = probe(shared)
     assert (code, report["status"]) == (200, "degraded"), report
     assert statuses(report)["workers"] == "stale"
+
+
+def test_the_in_process_scheduler_is_seen_by_readiness(shared: Stack) -> None:
+    until(lambda: statuses(probe(shared)[1])["scheduler"] == "ok", START_TIMEOUT_S)
+    check = probe(shared)[1]["checks"]["scheduler"]
+    assert check["critical"] is False and check["unit"] == "s" and check["observed"] < 120
+    with shared.redis.client() as rc:
+        rc.delete(SCHEDULERS_KEY)
+        assert statuses(probe(shared)[1])["scheduler"] == "fail"
+        rc.hset(SCHEDULERS_KEY, "gone", int((time.time() - 3600) * 1000))
+        assert statuses(probe(shared)[1])["scheduler"] == "stale"
+        rc.hset(SCHEDULERS_KEY, "gone", int(time.time() * 1000))
+        assert statuses(probe(shared)[1])["scheduler"] == "ok"
 
 
 def test_hub_reconnect_is_counted_and_seen_by_readiness(shared: Stack) -> None:
@@ -236,6 +257,7 @@ def test_metrics_and_json_logs(shared: Stack, unique: str) -> None:
 
 def test_redis_then_postgres_down(own: Stack) -> None:
     stack = own
+    until(lambda: statuses(probe(stack)[1])["scheduler"] == "ok", START_TIMEOUT_S)
     heartbeat(stack, age_s=0)
     code, report = probe(stack)
     assert (code, report["status"]) == (200, "ready"), report

@@ -220,6 +220,7 @@ async def test_readiness_route_on_memory_state() -> None:
             "hub",
             "writer",
             "workers",
+            "scheduler",
             "sse_connections",
             "printer_probe",
         }
@@ -230,6 +231,7 @@ async def test_readiness_route_on_memory_state() -> None:
             "hub": "ok",
             "writer": "skipped",
             "workers": "skipped",
+            "scheduler": "skipped",
             "sse_connections": "ok",
             "printer_probe": "skipped",  # no database here
         }
@@ -241,7 +243,7 @@ async def test_readiness_route_on_memory_state() -> None:
         body = (await http.get("/readiness")).json()
         assert body["status"] == "degraded"
         assert body["checks"]["backups"]["detail"] == "last backup 20 h ago"
-        state.readiness.add(Check("scheduler", True, _const("fail", "no leader")))
+        state.readiness.add(Check("mail_relay", True, _const("fail", "no answer")))
         r = await http.get("/readiness")
         assert r.status_code == 503 and r.json()["status"] == "not_ready"
 
