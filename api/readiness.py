@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from herald.api.logs import redact
 from herald.journal.envelope import format_time
-from herald.journal.tasks.keys import WORKERS_KEY
 from herald.journal.maintenance.events import scheduler_passes
+from herald.journal.tasks.keys import WORKERS_KEY
 
 if TYPE_CHECKING:
     from herald.api.state import AppState

@@ -15,8 +15,8 @@ from herald.api.auth import require_role
 from herald.api.errors import ApiError
 from herald.api.events import history, stream_events
 from herald.api.health import health_routes
-from herald.api.members.routes import routes as member_routes
 from herald.api.maintenance import routes as maintenance_routes
+from herald.api.members.routes import routes as member_routes
 from herald.api.messages import routes as message_routes
 from herald.api.oauth import routes as oauth_routes
 from herald.api.printers import routes as printer_routes

@@ -21,13 +21,13 @@ from sqlalchemy import ColumnElement, Table, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from herald.journal.envelope import format_time
+from herald.journal.keys import stream_key_pattern
 from herald.journal.maintenance.cutoff import Cutoff
 from herald.journal.messages.store import cleanup_message_events
-from herald.journal.keys import stream_key_pattern
 from herald.journal.runtime.db import run_in_transaction
 from herald.journal.runtime.metrics import RETENTION_DELETED
 from herald.journal.tables import attachments, sources
-from herald.journal.tasks.entries import dead_key
+from herald.journal.tasks.keys import dead_key
 from herald.workers.maintenance.jobs import JobContext, JobError, JobTypes
 
 __all__ = [
