@@ -42,6 +42,7 @@ const PING_GRACE_MS = 300; // a ping unanswered this long counts as silence
 const CURSOR_WAIT_MS = 150; // a new leader without a cursor asks the others this long
 const DEFAULT_IDLE_MS = 45000; // no byte (not even a keepalive) for this long: reconnect
 const HEALTHY_MS = 10000; // a stream open this long resets the backoff
+const SLICE_MS = 50; // deliver for this long, then let timers and messages run
 
 /**
  * @typedef {"connecting" | "open" | "backoff" | "closed"} StateName
@@ -400,7 +401,8 @@ function classify(status, headers, body) {
 
 /**
  * One SSE stream read with fetch(), reopened until `stop()` or a final answer.
- * `onFrames(frames)` gets the frames of each network chunk; `onState(name, info)`
+ * `onFrames(frames)` gets the frames of each network chunk (the next chunk is read
+ * once a promise it returns settles); `onState(name, info)`
  * every state change; `onEnd(kind, info)` once, for "closed" or "finished".
  */
 class Stream {
@@ -517,7 +519,7 @@ class Stream {
         heard = Date.now();
         const frames = decoder.push(value);
         if (decoder.retry !== null) this.retryMs = decoder.retry;
-        if (frames.length > 0) this.o.onFrames(frames);
+        if (frames.length > 0) await this.o.onFrames(frames);
       }
     } finally {
       clearInterval(watch);
@@ -554,6 +556,23 @@ function call(fn, ...args) {
   }
 }
 
+const yielded = [];
+let yieldPort = null;
+
+/** A macrotask boundary that background tabs do not throttle (setTimeout is held
+ * to once a second there): queued timers and channel messages run meanwhile. */
+function yieldToLoop() {
+  if (yieldPort === null) {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => yielded.shift()();
+    yieldPort = channel.port2;
+  }
+  return new Promise((resolve) => {
+    yielded.push(resolve);
+    yieldPort.postMessage(null);
+  });
+}
+
 function randomId() {
   return typeof crypto.randomUUID === "function"
     ? crypto.randomUUID()
@@ -580,6 +599,9 @@ class Base {
     this.leader = !shared;
     this.state = { state: "connecting", leader: this.leader, shared };
     this.announced = false;
+    this.inbox = []; // frames [cursor, data] not yet delivered, in arrival order
+    this.draining = false;
+    this.drained = Promise.resolve();
     this.delivery = new Delivery({
       subject: null,
       event: (env, meta) => call(options.onEvent, env, meta),
@@ -597,6 +619,41 @@ class Base {
     if (same && this.announced) return;
     this.announced = true;
     call(this.options.onState, next);
+  }
+
+  /** Deliver frames in order, in slices of SLICE_MS: however slow the page's
+   * callbacks, the leader keeps beating and answering pings between slices.
+   * Resolves once everything queued so far is delivered. */
+  deliver(frames) {
+    for (const f of frames) this.inbox.push(f);
+    if (!this.draining) {
+      this.draining = true;
+      this.drained = this.drain();
+    }
+    return this.drained;
+  }
+
+  async drain() {
+    try {
+      let began = performance.now();
+      while (this.inbox.length > 0 && !this.closed) {
+        const batch = this.inbox;
+        this.inbox = [];
+        for (const [id, data] of batch) {
+          if (this.closed) return;
+          this.delivery.accept(id, data);
+          if (performance.now() - began > SLICE_MS) {
+            await yieldToLoop();
+            began = performance.now();
+          }
+        }
+      }
+    } finally {
+      // Cleared in the same step as the last look at the inbox: a frame queued
+      // after it starts a new drain.
+      this.draining = false;
+      if (this.closed) this.inbox = [];
+    }
   }
 
   stream(source, onFrames, extra) {
@@ -621,7 +678,7 @@ class OwnConnection extends Base {
     if (typeof options.token === "string") this.delivery.handlers.subject = jwtSubject(options.token);
     const source = credentialSource(options.token, options.credentials ?? "same-origin");
     this.conn = this.stream(source, (frames) => {
-      for (const f of frames) if (f.type === "message") this.delivery.accept(f.id, f.data);
+      return this.deliver(frames.filter((f) => f.type === "message").map((f) => [f.id, f.data]));
     }, {
       onState: (name, info) => this.report(name, info),
       onEnd: (_kind, info) => this.end(info),
@@ -753,9 +810,9 @@ class SharedConnection extends Base {
   relay(frames) {
     const list = frames.filter((f) => f.type === "message").map((f) => [f.id, f.data]);
     if (list.length === 0) return;
-    // Followers first: a throwing onEvent in this tab must not hold up the others.
+    // Followers first: this tab's own callbacks must not hold up the others.
     this.post({ t: "frames", frames: list });
-    for (const [id, data] of list) this.delivery.accept(id, data);
+    return this.deliver(list);
   }
 
   beat() {
@@ -798,7 +855,7 @@ class SharedConnection extends Base {
     switch (m.t) {
       case "frames":
         // Also while leading: after a steal the old leader may still be relaying.
-        for (const [id, data] of m.frames) this.delivery.accept(id, data);
+        this.deliver(m.frames);
         this.heard = Date.now();
         break;
       case "beat":

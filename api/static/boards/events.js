@@ -80,10 +80,27 @@ export function mount(container, ctx) {
     ui.cursor.textContent = st.cursor || "—";
   }
 
-  function addRow(envelope, stream, gap) {
+  // Rows are added once per animation frame, however many events arrived: one
+  // layout per frame instead of one per event (a burst of thousands stays smooth).
+  let pending = [];
+  let scheduled = false;
+
+  function flush() {
+    scheduled = false;
     const atBottom = ui.log.scrollTop + ui.log.clientHeight >= ui.log.scrollHeight - 4;
     const empty = ui.rows.querySelector("tr.empty");
-    if (empty) empty.remove();
+    if (empty && pending.length > 0) empty.remove();
+    const fragment = document.createDocumentFragment();
+    for (const row of pending) fragment.append(row);
+    pending = [];
+    ui.rows.append(fragment);
+    const excess = ui.rows.rows.length - MAX_ROWS;
+    for (let i = 0; i < excess; i++) ui.rows.rows[0].remove();
+    show();
+    if (atBottom) ui.log.scrollTop = ui.log.scrollHeight; // follow only while at the bottom
+  }
+
+  function addRow(envelope, stream, gap) {
     const tr = document.createElement("tr");
     const type = String(envelope.type ?? "");
     tr.dataset.type = type;
@@ -97,9 +114,12 @@ export function mount(container, ctx) {
     if (envelope.time) time.title = String(envelope.time);
     tr.append(cell(String(st.count), "seq"), time, cell(stream || "", "stream"), cell(type, "type"),
               cell(String(envelope.id ?? ""), "id"), cell(data, "data"));
-    ui.rows.append(tr);
-    while (ui.rows.rows.length > MAX_ROWS) ui.rows.rows[0].remove();
-    if (atBottom) ui.log.scrollTop = ui.log.scrollHeight; // follow only while at the bottom
+    pending.push(tr);
+    if (pending.length > MAX_ROWS) pending.splice(0, pending.length - MAX_ROWS);
+    if (!scheduled) {
+      scheduled = true;
+      requestAnimationFrame(flush);
+    }
   }
 
   function receive(envelope, meta, gap) {
@@ -109,7 +129,6 @@ export function mount(container, ctx) {
     events.push(envelope);
     if (events.length > MAX_KEPT) events.splice(0, events.length - MAX_KEPT);
     addRow(envelope, meta.stream, gap);
-    show();
   }
 
   function onState(s) {
@@ -154,6 +173,7 @@ export function mount(container, ctx) {
   });
   ui.clear.addEventListener("click", () => {
     ui.rows.replaceChildren();
+    pending = [];
     events.length = 0;
   });
   start();
