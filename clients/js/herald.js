@@ -918,6 +918,7 @@ class SharedConnection extends Base {
   }
 
   resume() {
+    if (!this.frozen) return; // still leading or queued: nothing was given up
     this.frozen = false;
     this.heard = Date.now();
     this.request(false);
