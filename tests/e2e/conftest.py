@@ -24,6 +24,7 @@ from herald.journal.base import JournalLimits
 from herald.journal.redis import RedisJournal
 from herald.journal.runtime.settings import Settings
 from tests.conftest import REDIS_URL
+from tests.e2e.http_proxy import FaultyHttpProxy
 from tests.servers import TEST_SECRET, HeraldProcess
 
 CHROMIUM_ENV = "HERALD_TEST_CHROMIUM"
@@ -111,3 +112,22 @@ async def journal() -> AsyncIterator[RedisJournal]:
         yield RedisJournal(client, JournalLimits())
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def proxy(server: HeraldProcess) -> AsyncIterator[FaultyHttpProxy]:
+    """An HTTP proxy in front of the server that answers with faults on demand."""
+    started = await FaultyHttpProxy(server.port).start()
+    try:
+        yield started
+    finally:
+        await started.aclose()
