@@ -21,6 +21,7 @@ from herald.api.messages import routes as message_routes
 from herald.api.oauth import routes as oauth_routes
 from herald.api.printers import routes as printer_routes
 from herald.api.schemas import PublishBody, parse_body, read_json
+from herald.api.scripts import routes as script_routes
 from herald.api.sources import routes as source_routes
 from herald.api.state import state_of
 from herald.api.tasks import routes as task_routes
@@ -97,6 +98,7 @@ async def index(request: Request) -> Response:
 
 routes = [
     Route("/", index, methods=["GET"]),
+    *script_routes,
     Route("/api/events", stream_events, methods=["GET"]),
     Route("/api/events/history", history, methods=["GET"]),
     Route("/api/publish", publish, methods=["POST"]),

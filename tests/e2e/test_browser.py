@@ -1,71 +1,30 @@
 """The live page in a real browser, across a server restart.
 
-What it proves: the page connects with a single-use ticket, and when the server
-restarts the browser's own EventSource reconnect (same URL, spent ticket, the
-stream-session cookie bound to that ticket, ``Last-Event-ID``) is let back in and
-resumes exactly where it stopped — events 1..100 once each, in order, no gap —
-without the page fetching a new ticket.
+What it proves: the page connects by itself with the token it was opened with
+(sent in a header, never in a URL), and when the server restarts, herald.js
+reconnects with ``Last-Event-ID`` and resumes exactly where it stopped — events
+1..100 once each, in order, no gap.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
-import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from collections.abc import Callable
 
 import pytest
-import redis.asyncio as aioredis
 from playwright.async_api import Browser, Page, Request
 
-from herald.api.tickets import stream_cookie_name
-from herald.journal.base import JournalLimits
 from herald.journal.positions import Target
 from herald.journal.redis import RedisJournal
-from tests.conftest import REDIS_URL
+from tests.e2e.conftest import Deadline
 from tests.servers import HeraldProcess
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 N = 50
 TYPE = "demo.seq"
-# Every wait shares one budget, under pytest's 120 s timeout, so a hang fails with
-# a message about what was awaited rather than a bare timeout.
+# Every wait shares one budget, under pytest's 120 s timeout.
 BUDGET_S = 90.0
-
-
-class Deadline:
-    def __init__(self, seconds: float) -> None:
-        self.at = time.monotonic() + seconds
-
-    def ms(self) -> float:
-        left = self.at - time.monotonic()
-        if left <= 0:
-            raise AssertionError("the test's time budget ran out")
-        return left * 1000
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[HeraldProcess]:
-    # A short retry: so the browser reconnects within a fraction of a second.
-    proc = HeraldProcess(tmp_path, HERALD_RETRY_MS="300")
-    # start/stop block on a subprocess; keep them off the loop Playwright runs on.
-    await asyncio.to_thread(proc.start)
-    try:
-        yield proc
-    finally:
-        await asyncio.to_thread(proc.stop, signal.SIGKILL)
-
-
-@pytest.fixture
-async def journal() -> AsyncIterator[RedisJournal]:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        yield RedisJournal(client, JournalLimits())
-    finally:
-        await client.aclose()
 
 
 async def text_of(page: Page, selector: str) -> str:
@@ -88,11 +47,15 @@ async def wait_for_text(page: Page, element_id: str, expected: str, deadline: De
 
 
 async def test_live_page_resumes_across_server_restart(
-    browser: Browser, server: HeraldProcess, journal: RedisJournal, unique: str
+    browser: Browser,
+    server: HeraldProcess,
+    journal: RedisJournal,
+    mint: Callable[[str], str],
+    unique: str,
 ) -> None:
     deadline = Deadline(BUDGET_S)
     target = Target.user(unique)
-    token = await asyncio.to_thread(server.token, unique)
+    token = mint(unique)
 
     page = await browser.new_page()
     requests: list[Request] = []
@@ -100,16 +63,17 @@ async def test_live_page_resumes_across_server_restart(
     page_errors: list[str] = []
     page.on("pageerror", lambda e: page_errors.append(str(e)))
 
+    # A token in the URL: the page connects by itself, then drops it from the address.
     await page.goto(f"{server.url}/?token={token}", timeout=deadline.ms())
-    await page.click("#connect", timeout=deadline.ms())
     await wait_for_text(page, "state", "open", deadline)
+    assert "token=" not in page.url
 
     for i in range(1, N + 1):
         await journal.publish(target, TYPE, {"n": i})
     await wait_for_text(page, "count", str(N), deadline)
     cursor_before = await text_of(page, "#cursor")
     # Before the restart the page has opened exactly one stream; any later one is a reconnect.
-    first_stream_requests = sum(1 for r in requests if "/api/events?" in r.url)
+    first_stream_requests = sum(1 for r in requests if "/api/events" in r.url)
 
     # stop() + start() is restart() with publishes in between: half of the second
     # batch lands while no server runs (must be replayed from the journal after the
@@ -117,7 +81,7 @@ async def test_live_page_resumes_across_server_restart(
     await asyncio.to_thread(server.stop)
     for i in range(N + 1, N + N // 2 + 1):
         await journal.publish(target, TYPE, {"n": i})
-    await asyncio.to_thread(server.start)
+    await asyncio.to_thread(server.start, 90)
     for i in range(N + N // 2 + 1, 2 * N + 1):
         await journal.publish(target, TYPE, {"n": i})
     await wait_for_text(page, "count", str(2 * N), deadline)
@@ -127,6 +91,8 @@ async def test_live_page_resumes_across_server_restart(
     types = await page.eval_on_selector_all("#rows tr", "rows => rows.map(r => r.dataset.type)")
     assert "herald.gap" not in types
     assert set(types) == {TYPE}
+    streams = await page.eval_on_selector_all("#rows tr", "rows => rows.map(r => r.dataset.stream)")
+    assert set(streams) == {f"user:{unique}"}, "each row names the stream it came from"
     assert await text_of(page, "#gaps") == "0"
     kept: list[dict[str, object]] = await page.evaluate("window.heraldEvents")
     assert len({e["id"] for e in kept}) == 2 * N, "duplicate envelope ids"
@@ -134,38 +100,23 @@ async def test_live_page_resumes_across_server_restart(
     assert await text_of(page, "#state") == "open"
     assert int(await text_of(page, "#reconnects")) >= 1
 
-    tickets = [r for r in requests if r.method == "POST" and r.url.endswith("/api/events/ticket")]
-    assert len(tickets) == 1, "the page fetched a new ticket; EventSource should reconnect alone"
-
-    # The browser reconnected on its own: the very same URL, spent ticket included.
-    streams = [r for r in requests if "/api/events?" in r.url]
+    # The stream is read with fetch(): the token travels in a header, never in a URL,
+    # and every reconnect sends the cursor of the last event shown.
+    opened = [r for r in requests if r.url.startswith(f"{server.url}/api/events")]
     assert first_stream_requests == 1
-    reconnects = streams[1:]
-    assert reconnects, "no reconnect request was seen"
-    assert all(r.url == streams[0].url for r in reconnects)
-    assert "last_event_id=" not in streams[0].url
-    assert "last-event-id" not in await streams[0].all_headers()
-    # Attempts refused while the server was down expose no sent headers; the ones
-    # that reached it must carry the cursor of the last event shown and the cookie.
-    ticket = parse_qs(urlsplit(streams[0].url).query)["ticket"][0]
-    cookie_name = stream_cookie_name(ticket)
+    assert all("token=" not in r.url for r in requests if r.resource_type != "document")
+    first = await opened[0].all_headers()
+    assert first.get("authorization") == f"Bearer {token}"
+    assert "last-event-id" not in first
     answered = 0
-    for r in reconnects:
+    for r in opened[1:]:
         response = await r.response()
         if response is None:
-            continue
+            continue  # refused while the server was down: no headers were sent
         answered += 1
         assert response.status == 200
         sent = await r.all_headers()
         assert sent.get("last-event-id") == cursor_before
-        assert f"{cookie_name}=" in sent.get("cookie", "")
+        assert sent.get("authorization") == f"Bearer {token}"
     assert answered >= 1, "no reconnect reached the restarted server"
-
-    # What let the spent-ticket reconnect in: an HttpOnly cookie scoped to the stream.
-    cookies = {c["name"]: c for c in await page.context.cookies()}
-    session = cookies.get(cookie_name)
-    assert session is not None, "the ticket connection set no stream-session cookie"
-    assert session["httpOnly"] is True
-    assert session["path"] == "/api/events"
-
     assert page_errors == []
