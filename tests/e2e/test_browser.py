@@ -35,7 +35,7 @@ async def wait_for_text(page: Page, element_id: str, expected: str, deadline: De
     """Wait until the element with ``element_id`` reads ``expected``; say what it read if not."""
     try:
         await page.wait_for_function(
-            "([id, text]) => document.getElementById(id).textContent === text",
+            "([id, text]) => document.getElementById(id)?.textContent === text",
             arg=[element_id, expected],
             timeout=deadline.ms(),
         )

@@ -185,8 +185,9 @@ async def test_spring_forward_and_fall_back_run_0230_berlin_once_each(maint: Mai
         runs: list[Run] = []
         for _ in range(9 * 6):
             for run in (await scheduler.run_pass()).runs:
-                runs.append(run)
                 await maint.store.finish(run.id, "success", result={})
+                if run.job_id == job.id:  # the seeded jobs are due in the same night
+                    runs.append(run)
             clock[0] += timedelta(minutes=10)
         assert [r.status for r in runs] == ["skipped", "running"]
         ran[night] = [r.scheduled_for.astimezone(BERLIN).isoformat() for r in runs[1:]]

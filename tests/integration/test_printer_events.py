@@ -362,9 +362,13 @@ async def test_two_workers_share_twenty_printers_and_take_over_a_killed_ones(
             after = [p for p in agent.probes() if p.community in communities]
             for community in communities:
                 taken = min(p.at for p in after if p.community == community and p.at > killed_at)
-                # Probed again within one interval of its last probe (plus slack for
-                # a loaded machine), by the survivor.
-                assert taken - last_before[community] < 1.5 * SHARED_INTERVAL_S, community
+                # Probed again once the dead worker's claim ran out (one interval after
+                # its last probe), by the survivor.  The agent's clock is when it got to
+                # a request: its queue on a loaded machine adds up to an interval to
+                # either end, so the bound is three intervals, not the eight a missed
+                # takeover would leave it at.
+                gap = taken - last_before[community]
+                assert gap < 3 * SHARED_INTERVAL_S, (community, gap)
             # One interval after the kill, every probe comes from the survivor.
             late = {p.source_port for p in after if p.at > killed_at + SHARED_INTERVAL_S}
             assert len(late) == 1 and late <= sources

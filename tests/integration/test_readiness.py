@@ -166,7 +166,11 @@ def test_worker_heartbeats_flip_ready_and_degraded(shared: Stack) -> None:
         rc.delete(WORKERS_KEY)
     code, report = probe(shared)
     assert (code, report["status"]) == (200, "degraded"), report
-    assert statuses(report) == {
+    checks = statuses(report)
+    # Printers registered by other tests in the shared database make this one vary;
+    # it is never critical, so it cannot turn a degraded report into another status.
+    assert checks.pop("printer_probe") in {"ok", "stale", "fail", "skipped"}
+    assert checks == {
         "database": "ok",
         "alembic": "ok",
         "redis": "ok",
