@@ -72,11 +72,15 @@ async def store(unique: str) -> AsyncIterator[MaintenanceStore]:
         yield MaintenanceStore(engine)
     finally:
         async with engine.begin() as conn:
-            await conn.execute(delete(maintenance_jobs).where(maintenance_jobs.c.key.like(f"{unique}-%")))
+            await conn.execute(
+                delete(maintenance_jobs).where(maintenance_jobs.c.key.like(f"{unique}-%"))
+            )
         await engine.dispose()
 
 
-async def open_board(browser: Browser, server: HeraldProcess, jwt: str, board: str, deadline: Deadline) -> Page:
+async def open_board(
+    browser: Browser, server: HeraldProcess, jwt: str, board: str, deadline: Deadline
+) -> Page:
     context = await browser.new_context()
     page = await open_tab(context, f"{server.url}/?token={jwt}#{board}", deadline)
     await wait_js(
@@ -116,8 +120,13 @@ async def test_printers_board_follows_a_printer_from_idle_to_cover_open_to_offli
     page = await open_board(browser, board_server, token(unique), "printers", deadline)
     assert await page.is_hidden("#panel-events")
 
-    body = {"name": f"Label {unique}", "model": f"PT-P750W-{unique}", "host": "127.0.0.1",
-            "port": agent.port, "community": unique}
+    body = {
+        "name": f"Label {unique}",
+        "model": f"PT-P750W-{unique}",
+        "host": "127.0.0.1",
+        "port": agent.port,
+        "community": unique,
+    }
     admin = {"Authorization": f"Bearer {token('root', 'admin')}"}
     async with httpx.AsyncClient(base_url=board_server.url, headers=admin, timeout=30) as http:
         created = await http.post("/api/printers", json=body)
@@ -126,22 +135,34 @@ async def test_printers_board_follows_a_printer_from_idle_to_cover_open_to_offli
         row = f"tr[data-printer-id='{pid}']"
         try:
             # Registered after the board loaded: it appears with its first probe's event.
-            await wait_row(page, f"{row}[data-status=online][data-state=idle]", deadline,
-                           "the printer never showed online and idle")
+            await wait_row(
+                page,
+                f"{row}[data-status=online][data-state=idle]",
+                deadline,
+                "the printer never showed online and idle",
+            )
             cells = await texts(page, row)
-            assert cells["name"].startswith(f"Label {unique}") and f"PT-P750W-{unique}" in cells["name"]
+            assert (
+                cells["name"].startswith(f"Label {unique}")
+                and f"PT-P750W-{unique}" in cells["name"]
+            )
             assert cells["status"] == "online" and cells["errors"] == "none"
             assert cells["media"] == "12mm TZe · 12 mm"
             assert re.fullmatch(r"\d+ s ago", cells["age"]), cells
 
             agent.load(unique, "cover_open_no_paper")
-            await wait_row(page, f"{row}[data-state=other]", deadline, "the cover-open state never showed")
+            await wait_row(
+                page, f"{row}[data-state=other]", deadline, "the cover-open state never showed"
+            )
             badges = await page.eval_on_selector_all(
-                f"{row} td[data-col=errors] .badge", "els => els.map(e => e.textContent)")
+                f"{row} td[data-col=errors] .badge", "els => els.map(e => e.textContent)"
+            )
             assert badges == ["noPaper", "doorOpen", "outputNearFull", "inputTrayEmpty"]
 
             agent.stop()
-            await wait_row(page, f"{row}[data-status=offline]", deadline, "the printer never showed offline")
+            await wait_row(
+                page, f"{row}[data-status=offline]", deadline, "the printer never showed offline"
+            )
             cells = await texts(page, row)
             assert cells["status"] == "offline"
             assert "no SNMP answer" in cells["last-error"]
@@ -150,7 +171,7 @@ async def test_printers_board_follows_a_printer_from_idle_to_cover_open_to_offli
             first_age = cells["age"]
             await wait_js(
                 page,
-                f"document.querySelector(\"{row} td[data-col=age]\").textContent !== {first_age!r}",
+                f'document.querySelector("{row} td[data-col=age]").textContent !== {first_age!r}',
                 deadline,
                 "the age of the last success never moved",
             )
@@ -166,12 +187,19 @@ async def test_printers_board_follows_a_printer_from_idle_to_cover_open_to_offli
                 }"""
             )
             assert stats["total"] == stats["rows"] and stats["offline"] >= 1, stats
-            assert (stats["shownOnline"], stats["shownOffline"]) == (stats["online"], stats["offline"])
+            assert (stats["shownOnline"], stats["shownOffline"]) == (
+                stats["online"],
+                stats["offline"],
+            )
 
             # A fresh load shows the same from the cache alone.
             await page.reload()
-            await wait_row(page, f"{row}[data-status=offline][data-state=other]", deadline,
-                           "after a reload the cached status was not shown")
+            await wait_row(
+                page,
+                f"{row}[data-status=offline][data-state=other]",
+                deadline,
+                "after a reload the cached status was not shown",
+            )
         finally:
             await http.delete(f"/api/printers/{pid}")
     assert errors[page] == []
@@ -184,9 +212,13 @@ async def test_printers_board_is_refused_the_topic_without_a_token_that_may_read
     with HeraldProcess(tmp_path) as server:  # no HERALD_TOPICS: only admins read "printers"
         context = await browser.new_context()
         page = await open_tab(context, f"{server.url}/?token={token(unique)}#printers", deadline)
-        await wait_js(page, "document.getElementById('message').textContent.includes('403')"
-                      " || document.getElementById('message').textContent.includes('not readable')",
-                      deadline, "the refusal was never shown")
+        await wait_js(
+            page,
+            "document.getElementById('message').textContent.includes('403')"
+            " || document.getElementById('message').textContent.includes('not readable')",
+            deadline,
+            "the refusal was never shown",
+        )
         assert await page.text_content("#printers-total") == "0"
 
 
@@ -214,8 +246,12 @@ async def test_maintenance_board_lists_visible_jobs_and_shows_a_run_started_else
         assert started.status_code == 202, started.text
     run_id = started.json()["run_id"]
     # The page fetched nothing since it loaded: only the topic can bring this run.
-    await wait_row(page, f"tr[data-run-id='{run_id}'][data-status=success]", deadline,
-                   "the run never showed as succeeded")
+    await wait_row(
+        page,
+        f"tr[data-run-id='{run_id}'][data-status=success]",
+        deadline,
+        "the run never showed as succeeded",
+    )
     cells = await texts(page, f"tr[data-run-id='{run_id}']")
     assert cells["job"] == f"{unique}-quick" and cells["trigger"] == "manual"
     assert cells["status"] == "success" and cells["result"] == "slept_s 0"
@@ -241,8 +277,12 @@ async def test_maintenance_board_admin_runs_retention_now_and_a_job_whose_run_fa
 
     await page.click("#maintenance-retention")
     retention = "tr[data-job=retention_cleanup_manual]"
-    await wait_row(page, f"#maintenance-runs {retention}[data-status=success]", deadline,
-                   "the retention run never showed as succeeded")
+    await wait_row(
+        page,
+        f"#maintenance-runs {retention}[data-status=success]",
+        deadline,
+        "the retention run never showed as succeeded",
+    )
     cells = await texts(page, f"#maintenance-runs {retention}[data-status=success]")
     assert cells["trigger"] == "manual"
     assert re.match(r"deleted \d+ · message_events_retention \d+ · ", cells["result"]), cells
@@ -250,7 +290,9 @@ async def test_maintenance_board_admin_runs_retention_now_and_a_job_whose_run_fa
 
     await page.click(f"tr[data-job='{unique}-broken'] button[data-action=run]")
     broken = f"#maintenance-runs tr[data-job='{unique}-broken']"
-    await wait_row(page, f"{broken}[data-status=failed]", deadline, "the run never showed as failed")
+    await wait_row(
+        page, f"{broken}[data-status=failed]", deadline, "the run never showed as failed"
+    )
     cells = await texts(page, broken)
     assert cells["status"] == "failed" and "invalid_params" in cells["result"]
     badge: Any = await page.get_attribute(f"{broken} td[data-col=status] .badge", "data-tone")
