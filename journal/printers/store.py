@@ -20,6 +20,7 @@ from sqlalchemy import RowMapping, delete, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from herald.journal.maintenance.cutoff import require_aware
 from herald.journal.printers.spec import PrinterSpec
 from herald.journal.runtime.db import run_in_transaction
 from herald.journal.tables import printer_status, printers
@@ -29,6 +30,7 @@ __all__ = [
     "StatusRow",
     "StatusWrite",
     "delete_printer",
+    "delete_statuses_before",
     "get_printer",
     "list_printers",
     "list_statuses",
@@ -255,3 +257,24 @@ async def record_failure(
     ``last_success_at`` stay as they were."""
     values = {"online": False, "captured_at": at, "last_error": error}
     return await _write(conn, printer, values, values)
+
+
+async def delete_statuses_before(conn: AsyncConnection, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` status rows whose last probe *attempt* (``captured_at``)
+    is before ``before`` (timezone-aware; a naive value raises ``NaiveDatetime``):
+    printers no probe has touched since, whose cache would otherwise show an old
+    state as the current one.  A printer still probed is never affected, however
+    long it has been offline (each failed attempt moves ``captured_at``).  Rows a
+    probe is writing are skipped, not waited for.  Returns how many went."""
+    cutoff = require_aware(before, "before")
+    victims = (
+        select(printer_status.c.printer_id)
+        .where(printer_status.c.captured_at < cutoff)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    result = await conn.execute(
+        delete(printer_status).where(printer_status.c.printer_id.in_(victims))
+    )
+    return int(result.rowcount)

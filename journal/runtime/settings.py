@@ -433,6 +433,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Dead-letter task entries older than this are trimmed by `dead_letter_retention` (0: kept, up to `STREAM_MAXLEN`).",
     )
+    printer_status_retention_s: int = Field(
+        2592000,
+        ge=0,
+        description="Printer status cache rows whose last probe attempt is older than this (printers no probe reaches any more) are deleted by `printer_status_retention`; the printer then reads as not probed yet (0: kept forever).",
+    )
     retention_batch: int = Field(
         5000,
         ge=1,

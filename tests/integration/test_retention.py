@@ -20,13 +20,18 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from herald.journal.envelope import prepare
-from herald.journal.maintenance import dispatcher
+from herald.journal.maintenance import NaiveDatetime, dispatcher
 from herald.journal.positions import Target
+from herald.journal.printers import store as printer_store
+from herald.journal.printers.spec import PrinterSpec
+from herald.journal.runtime.db import run_in_transaction
 from herald.journal.tables import (
     attachments,
     chunks,
     message_events,
     messages,
+    printer_status,
+    printers,
     source_files,
     sources,
 )
@@ -143,6 +148,7 @@ async def test_old_message_events_uploads_attachments_and_dead_letters_go_new_on
         "stream_retention",
         "uploads_retention",
         "dead_letter_retention",
+        "printer_status_retention",
     }
     assert parts["message_events_retention"]["deleted"] >= 7
     assert parts["uploads_retention"]["uploads_deleted"] >= 1
@@ -265,3 +271,58 @@ async def seed_attachments(maint: Maint, counts: dict[datetime, int]) -> list[uu
 async def test_a_retention_setting_of_zero_keeps_everything(maint: Maint):
     done = await run_job(maint, "message_events_retention", {"older_than_s": 0})
     assert done.result == {"deleted": 0, "cutoff": None}
+
+
+async def test_printer_status_of_printers_no_probe_reached_within_retention_goes(maint: Maint):
+    """A row whose last probe *attempt* is past the cutoff goes (nothing probes that
+    printer any more); a printer offline for as long but still probed keeps its row
+    and its last snapshot, and so does a fresh one.  The printers themselves stay."""
+    now = datetime.now(UTC)
+    old, recent = now - 40 * DAY, now - timedelta(minutes=1)
+    # Ports no agent listens on, and a model per test: ids no other test uses.
+    specs = {
+        name: PrinterSpec(
+            name=name, model=f"{maint.name}-{name}", host="127.0.0.1", port=9, community=name
+        )
+        for name in ("abandoned", "offline", "fresh")
+    }
+    snapshot = {"state": "idle", "errors": []}
+
+    async def seed(conn: Any) -> None:
+        for spec in specs.values():
+            await printer_store.upsert_printer(conn, spec)
+        await printer_store.record_success(conn, specs["abandoned"].id, snapshot, old)
+        await printer_store.record_success(conn, specs["offline"].id, snapshot, old)
+        await printer_store.record_failure(conn, specs["offline"].id, "no SNMP answer", recent)
+        await printer_store.record_success(conn, specs["fresh"].id, snapshot, recent)
+
+    await run_in_transaction(maint.engine, seed)
+    ids = [spec.id for spec in specs.values()]
+    try:
+        done = await run_job(maint, "printer_status_retention", {"older_than_s": 30 * 86400})
+        assert done.result["deleted"] >= 1
+        assert done.result["cutoff"].endswith("Z")
+        async with maint.engine.connect() as conn:
+            rows = await conn.execute(
+                select(
+                    printer_status.c.printer_id, printer_status.c.online, printer_status.c.parsed
+                ).where(printer_status.c.printer_id.in_(ids))
+            )
+            left = {row.printer_id: (row.online, row.parsed) for row in rows}
+            kept_printers = await conn.execute(select(func.count()).where(printers.c.id.in_(ids)))
+            assert kept_printers.scalar_one() == 3
+        assert left == {
+            specs["offline"].id: (False, snapshot),
+            specs["fresh"].id: (True, snapshot),
+        }
+    finally:
+        async with maint.engine.begin() as conn:
+            await conn.execute(printers.delete().where(printers.c.id.in_(ids)))
+
+
+async def test_printer_status_retention_refuses_a_naive_cutoff(maint: Maint):
+    naive = datetime.now(UTC).replace(tzinfo=None)
+    with pytest.raises(NaiveDatetime, match="naive"):
+        await run_in_transaction(
+            maint.engine, lambda conn: printer_store.delete_statuses_before(conn, naive, 10)
+        )

@@ -4,6 +4,7 @@ the same bytes as the client published under clients/js/."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
@@ -74,3 +75,18 @@ def test_the_npm_package_exports_the_module():
     assert package["type"] == "module"
     assert package["exports"]["."] == "./herald.js"
     assert "herald.js" in package["files"]
+
+
+def test_every_board_file_is_a_tab_of_the_live_page_and_every_tab_has_its_file():
+    static = resources.files("herald.api").joinpath("static")
+    page = static.joinpath("index.html").read_text()
+    tabs = re.findall(r'\{ id: "([a-z][a-z0-9-]*)", title: "[^"]+" \}', page)
+    files = sorted(
+        p.name.removesuffix(".js")
+        for p in static.joinpath("boards").iterdir()
+        if p.name.endswith(".js")
+    )
+    assert tabs[0] == "events"  # the first tab is the default
+    assert sorted(tabs) == files == ["events", "maintenance", "printers"]
+    for name in files:
+        assert "export function mount(" in static.joinpath("boards", f"{name}.js").read_text()

@@ -5,11 +5,11 @@ A job type is ``async def fn(ctx: JobContext) -> dict``: the dict is the run's
 to show, any other exception fails it as ``internal_error`` (traceback logged).
 Adding one is one function and one line in a ``register`` function::
 
-    async def printer_status_retention(ctx: JobContext) -> dict[str, Any]:
+    async def audit_log_retention(ctx: JobContext) -> dict[str, Any]:
         ...
         return {"deleted": n}
 
-    types.job("printer_status_retention", retention=True)(printer_status_retention)
+    types.job("audit_log_retention", retention=True)(audit_log_retention)
 
 ``retention=True`` also makes it a part of ``retention_cleanup``.
 """

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Final
 
 import redis.asyncio as aioredis
@@ -24,6 +25,7 @@ from herald.journal.envelope import format_time
 from herald.journal.keys import stream_key_pattern
 from herald.journal.maintenance.cutoff import Cutoff
 from herald.journal.messages.store import cleanup_message_events
+from herald.journal.printers.store import delete_statuses_before
 from herald.journal.runtime.db import run_in_transaction
 from herald.journal.runtime.metrics import RETENTION_DELETED
 from herald.journal.tables import attachments, sources
@@ -34,6 +36,7 @@ __all__ = [
     "dead_letter_retention",
     "delete_batched",
     "message_events_retention",
+    "printer_status_retention",
     "register",
     "retention_cleanup",
     "stream_retention",
@@ -55,6 +58,7 @@ def register(types: JobTypes) -> None:
     types.job("stream_retention", retention=True)(stream_retention)
     types.job("uploads_retention", retention=True)(uploads_retention)
     types.job("dead_letter_retention", retention=True)(dead_letter_retention)
+    types.job("printer_status_retention", retention=True)(printer_status_retention)
     types.job("retention_cleanup")(retention_cleanup)
 
 
@@ -120,6 +124,27 @@ async def uploads_retention(ctx: JobContext) -> dict[str, Any]:
         out["attachments_deleted"], out["attachments_cutoff"] = n, format_time(kept.at)
         out["deleted"] += n
     return out
+
+
+async def printer_status_retention(ctx: JobContext) -> dict[str, Any]:
+    """Printer status cache rows whose last probe attempt is older than
+    ``HERALD_PRINTER_STATUS_RETENTION_S`` (printers no probe reaches any more)."""
+    cutoff = ctx.cutoff(AGE, ctx.settings.printer_status_retention_s)
+    if cutoff is None:
+        return _kept(cutoff)
+    batch = ctx.settings.retention_batch
+    total = 0
+    while True:
+
+        async def work(conn: AsyncConnection, at: datetime = cutoff.at) -> int:
+            return await delete_statuses_before(conn, at, batch)
+
+        n = await run_in_transaction(ctx.engine, work)
+        total += n
+        if n < batch:
+            break
+    RETENTION_DELETED.labels("printer_status").inc(total)
+    return {"deleted": total, "cutoff": format_time(cutoff.at)}
 
 
 async def retention_cleanup(ctx: JobContext) -> dict[str, Any]:
