@@ -162,7 +162,7 @@ async def _announce(request: Request, data: dict[str, Any]) -> None:
     state = state_of(request)
     service = _service(state)
     try:
-        await service.changed()
+        await service.changed(data["page_context"], data.get("previous_page_context"))
     except (RedisError, OSError) as e:
         # The row changed; other processes may answer /current from their cache until
         # their next lookup that reaches Redis.

@@ -14,18 +14,19 @@ from herald.journal.page_events.filters import (
     ReleaseRights,
     UnknownFilterFields,
 )
-from herald.journal.page_events.keys import EVENT_TYPE, TOPIC, VERSION_KEY
+from herald.journal.page_events.keys import ALL_ROUTES, EVENT_TYPE, TOPIC, VERSIONS_KEY
 from herald.journal.page_events.models import CHANGES, Ambiguous, Change, PageEvent, resolve
 from herald.journal.page_events.service import PageEvents
 from herald.journal.page_events.store import EDITABLE, PageEventStore, Transition
 from herald.journal.page_events.watcher import WindowWatcher
 
 __all__ = [
+    "ALL_ROUTES",
     "CHANGES",
     "EDITABLE",
     "EVENT_TYPE",
     "TOPIC",
-    "VERSION_KEY",
+    "VERSIONS_KEY",
     "Ambiguous",
     "Change",
     "ExtractionType",

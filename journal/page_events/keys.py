@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["EVENT_TYPE", "TOPIC", "VERSION_KEY"]
+__all__ = ["ALL_ROUTES", "EVENT_TYPE", "TOPIC", "VERSIONS_KEY"]
 
 TOPIC: Final = "page-events"
 EVENT_TYPE: Final = "page_event.changed"
-# Counter bumped after every committed change: each process's /current cache is
-# valid only for the value it was filled under.
-VERSION_KEY: Final = "herald:page_events:version"
+# Hash of change counters, one field per route, bumped after every committed change:
+# a process's cached /current entry is valid only under the counters it was filled
+# under.  The field ALL_ROUTES (no route is empty) invalidates every route at once.
+VERSIONS_KEY: Final = "herald:page_events:versions"
+ALL_ROUTES: Final = ""

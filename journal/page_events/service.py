@@ -48,11 +48,12 @@ class PageEvents:
         if self.watcher is not None:
             self.watcher.start()
 
-    async def changed(self) -> None:
-        """After a committed change: drop cached routes everywhere, re-plan windows."""
+    async def changed(self, *routes: str | None) -> None:
+        """After a committed change to events of ``routes``: drop them from every
+        process's cache, re-plan windows."""
         if self.watcher is not None:
             self.watcher.wake()
-        await self.cache.changed()
+        await self.cache.changed(r for r in routes if r is not None)
 
     async def aclose(self) -> None:
         if self.watcher is not None:
