@@ -459,7 +459,7 @@ class Settings(BaseSettings):
     page_events_cache_routes: int = Field(
         10000,
         ge=0,
-        description="Routes whose active page events each process keeps for `GET /api/page-events/current` (invalidated on every change; 0: no cache).",
+        description="Routes whose active page events each process keeps for `GET /api/page-events/current` (invalidated per route on every change; 0: no cache).",
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
