@@ -373,6 +373,18 @@ async def test_a_change_through_one_process_reaches_the_others_cache(api: Api, u
         )
         assert r.status_code == 200
         assert (await current(other, api.route)).json() is None
+        # Moved to another route: both routes' entries are stale in the other process.
+        moved = api.route + "/moved"
+        assert (await current(other, moved)).json() is None
+        r = await api.http.put(
+            f"/api/page-events/{event['uid']}",
+            json={"name": "on", "page_context": moved},
+            headers=api.admin,
+        )
+        assert r.status_code == 200
+        assert (await current(other, moved)).json()["uid"] == event["uid"]
+        assert (await current(other, api.route)).json() is None
+        assert (await current(api, moved)).json()["uid"] == event["uid"]
 
 
 # ---------------------------------------------------------------- window transitions
