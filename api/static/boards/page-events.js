@@ -30,7 +30,7 @@ const TEMPLATE = `
       <tbody id="pe-rows"><tr class="empty"><td colspan="5">No page events.</td></tr></tbody>
     </table>
   </div>
-  <div class="log" tabindex="0" aria-label="Changes heard">
+  <div class="log" tabindex="0" aria-label="Changes heard" style="margin-top:.75rem">
     <table>
       <caption>page_event.changed, newest at the bottom.</caption>
       <colgroup><col style="width:8rem"><col style="width:10rem"><col style="width:14rem"><col></colgroup>
