@@ -227,3 +227,42 @@ def test_resolve_ignores_other_routes_and_inactive_events_and_names_ambiguity():
 def test_resolve_refuses_a_naive_now():
     with pytest.raises(TypeError):
         resolve("/r", [], datetime(2026, 1, 1))  # noqa: DTZ001 - the mistake under test
+
+
+instants = st.datetimes(
+    min_value=datetime(2026, 1, 1),  # noqa: DTZ001 - hypothesis takes naive bounds
+    max_value=datetime(2026, 12, 31),  # noqa: DTZ001
+    timezones=st.sampled_from(
+        [UTC, BERLIN, ZoneInfo("America/New_York"), ZoneInfo("Asia/Kolkata")]
+    ),
+)
+
+
+@given(
+    st.lists(
+        st.tuples(st.none() | instants, st.none() | instants, st.booleans(), st.booleans()),
+        max_size=6,
+    ),
+    instants,
+)
+def test_resolve_answers_the_one_event_whose_window_holds_now(
+    specs: list[tuple[datetime | None, datetime | None, bool, bool]], now: datetime
+):
+    events = [
+        _event(start_date=s, end_date=e, is_active=active, page_context="/r" if here else "/x")
+        for s, e, active, here in specs
+    ]
+    applying = [
+        e
+        for e in events
+        if e.is_active
+        and e.page_context == "/r"
+        and (e.start_date is None or e.start_date.timestamp() <= now.timestamp())
+        and (e.end_date is None or now.timestamp() < e.end_date.timestamp())
+    ]
+    if len(applying) > 1:
+        with pytest.raises(Ambiguous) as caught:
+            resolve("/r", events, now)
+        assert caught.value.uids == sorted(e.uid for e in applying)
+    else:
+        assert resolve("/r", events, now) is (applying[0] if applying else None)
