@@ -1,5 +1,7 @@
 """The page event filter schema: typed on the way in, JSON-safe as stored, the same
-after a round trip; unknown fields are named; the request body refuses naive dates."""
+after a round trip; unknown fields are named; the request body refuses naive dates.
+And the resolver: windows compared as instants across offsets and DST changes,
+start inclusive, end exclusive, ambiguity naming every match."""
 
 from __future__ import annotations
 
