@@ -19,6 +19,7 @@ from herald.api.maintenance import routes as maintenance_routes
 from herald.api.members.routes import routes as member_routes
 from herald.api.messages import routes as message_routes
 from herald.api.oauth import routes as oauth_routes
+from herald.api.page_events import routes as page_event_routes
 from herald.api.printers import routes as printer_routes
 from herald.api.schemas import PublishBody, parse_body, read_json
 from herald.api.scripts import routes as script_routes
@@ -113,4 +114,5 @@ routes = [
     *member_routes,
     *printer_routes,
     *maintenance_routes,
+    *page_event_routes,
 ]

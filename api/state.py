@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from herald.journal.base import Journal
 from herald.journal.memory import MemoryJournal
 from herald.journal.messages.producer import MessageStreams, new_writer
 from herald.journal.messages.writer import MessageWriter
+from herald.journal.page_events.service import PageEvents
 from herald.journal.printers.store import register_all
 from herald.journal.runtime.clients import make_journal, make_redis, tcp_options
 from herald.journal.runtime.db import make_engine
@@ -50,6 +54,7 @@ class AppState:
     messages: MessageStreams | None = None
     tasks: TaskQueue | None = None  # the task queue needs Redis (None with memory://)
     members: MemberDirectory | None = None  # None: no member directory configured
+    page_events: PageEvents | None = None  # page events need PostgreSQL
     started_at: float = field(default_factory=time.time)
     # Deep checks for GET /readiness; features add theirs with readiness.add(Check(...)).
     readiness: ReadinessRegistry = field(default_factory=default_registry)
@@ -136,6 +141,10 @@ async def open_state(settings: Settings, auth: Authenticator) -> AsyncIterator[A
         state.messages = MessageStreams(
             engine=state.engine, redis=client, writer=state.writer, settings=settings
         )
+        process_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        state.page_events = PageEvents.build(
+            settings, state.engine, client, state.journal, process_id
+        )
     try:
         await hub.start()
         state.leases.start()
@@ -143,8 +152,12 @@ async def open_state(settings: Settings, auth: Authenticator) -> AsyncIterator[A
             state.writer.start()
         if state.engine is not None:
             await register_all(state.engine, settings.printers)  # HERALD_PRINTERS
+        if state.page_events is not None:
+            state.page_events.start()
         yield state
     finally:
+        if state.page_events is not None:
+            await state.page_events.aclose()
         await state.leases.aclose()
         await hub.aclose()
         if state.writer is not None:

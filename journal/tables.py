@@ -36,6 +36,8 @@ __all__ = [
     "messages",
     "metadata",
     "oauth_tokens",
+    "page_event_transitions",
+    "page_events",
     "printer_status",
     "printers",
     "source_files",
@@ -265,4 +267,45 @@ maintenance_runs = Table(
     ),
     Index("ix_maintenance_runs_created_at", "created_at"),
     Index("ix_maintenance_runs_job_id_created_at", "job_id", "created_at"),
+)
+
+# Page events (DESIGN §9): runtime configuration per page route with a time window.
+# A window's opening or closing is announced once: the claim's primary key makes
+# the database decide which process publishes it (insert wins).
+page_events = Table(
+    "page_events",
+    metadata,
+    Column("uid", UUID(as_uuid=True), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("description", Text),
+    Column("page_context", Text, nullable=False, index=True),
+    Column("filters", JSONB, nullable=False, server_default="{}"),
+    Column("limit", Integer),
+    Column("is_active", Boolean, nullable=False, server_default="true"),
+    Column("start_date", DateTime(timezone=True), index=True),  # null: since ever
+    Column("end_date", DateTime(timezone=True), index=True),  # null: for ever
+    Column("created_by", Text, nullable=False),
+    _created(),
+    _updated(),
+    CheckConstraint(
+        "start_date IS NULL OR end_date IS NULL OR start_date < end_date", name="window"
+    ),
+    CheckConstraint('"limit" IS NULL OR "limit" >= 1', name="limit"),
+)
+
+page_event_transitions = Table(
+    "page_event_transitions",
+    metadata,
+    Column(
+        "event_uid",
+        UUID(as_uuid=True),
+        ForeignKey("page_events.uid", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("change", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),  # the start_date / end_date passed
+    Column("claimed_by", Text, nullable=False),
+    Column("claimed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("event_uid", "change", "at"),
+    CheckConstraint("change IN ('window_opened', 'window_closed')", name="change"),
 )

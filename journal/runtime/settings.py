@@ -445,6 +445,28 @@ class Settings(BaseSettings):
         description="Rows deleted per transaction (and stream trims per pipeline) by the retention jobs, so none holds locks for long.",
     )
 
+    # Page events: the window watcher every API process runs, the /current cache.
+    page_events_watcher: bool = Field(
+        True,
+        description="API processes announce page event windows opening and closing (`page_event.changed`); each transition is published once however many processes watch.",
+    )
+    page_events_poll_s: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="Longest the page event watcher sleeps between passes (it wakes at the next start or end it knows of, and at once on a change made through its own process).",
+    )
+    page_events_catchup_s: int = Field(
+        300,
+        ge=0,
+        description="A window transition that passed while no API process watched is still announced when it is at most this old.",
+    )
+    page_events_cache_routes: int = Field(
+        10000,
+        ge=0,
+        description="Routes whose active page events each process keeps for `GET /api/page-events/current` (invalidated per route on every change; 0: no cache).",
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )
