@@ -87,6 +87,6 @@ def test_every_board_file_is_a_tab_of_the_live_page_and_every_tab_has_its_file()
         if p.name.endswith(".js")
     )
     assert tabs[0] == "events"  # the first tab is the default
-    assert sorted(tabs) == files == ["events", "maintenance", "printers"]
+    assert sorted(tabs) == files == ["events", "maintenance", "page-events", "printers"]
     for name in files:
         assert "export function mount(" in static.joinpath("boards", f"{name}.js").read_text()
