@@ -23,7 +23,8 @@ __all__ = ["SCRIPT_HEADERS", "routes"]
 STATIC = Path(__file__).resolve().parent / "static"
 SCRIPT_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 _MEDIA_TYPE = "text/javascript; charset=utf-8"
-_BOARD_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+# A board, or (a leading "_") a module the boards share.
+_BOARD_RE = re.compile(r"_?[a-z][a-z0-9-]{0,40}")
 
 
 async def _script(request: Request, path: Path) -> Response:
@@ -46,7 +47,7 @@ async def herald_js(request: Request) -> Response:
 async def board(request: Request) -> Response:
     """One tab of the live page: an ES module exporting ``mount(container, ctx)``."""
     name = request.path_params["name"]
-    if not _BOARD_RE.match(name):
+    if not _BOARD_RE.fullmatch(name):
         raise ApiError(404, "not_found", f"no board {name!r}")
     return await _script(request, STATIC / "boards" / f"{name}.js")
 

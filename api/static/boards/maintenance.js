@@ -11,6 +11,8 @@
 // success | failed | skipped), so a late or replayed envelope never undoes a newer
 // one.  A gap refetches the snapshot.
 
+import { badge, cell } from "./_dom.js";
+
 const TOPIC = "maintenance";
 const RUNS = 50; // runs fetched and kept on the board
 const RANK = { running: 1, success: 2, failed: 2, skipped: 2 };
@@ -51,21 +53,6 @@ const TEMPLATE = `
       <tbody id="maintenance-runs"><tr class="empty"><td colspan="7">Loading…</td></tr></tbody>
     </table>
   </div>`;
-
-function cell(text, col) {
-  const td = document.createElement("td");
-  td.dataset.col = col;
-  td.textContent = text;
-  return td;
-}
-
-function badge(text, tone) {
-  const span = document.createElement("span");
-  span.className = "badge";
-  span.dataset.tone = tone;
-  span.textContent = text;
-  return span;
-}
 
 function localTime(iso) {
   const t = iso ? new Date(iso) : null;

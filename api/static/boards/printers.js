@@ -9,6 +9,8 @@
 // and skipped.  A printer first heard of through an envelope (registered after the
 // page loaded) is fetched by id.  A gap refetches the whole snapshot.
 
+import { badge, cell } from "./_dom.js";
+
 const TOPIC = "printers";
 const TICK_MS = 1000; // how often the ages are redrawn
 
@@ -35,21 +37,6 @@ const TEMPLATE = `
       <tbody id="printers-rows"><tr class="empty"><td colspan="7">Loading…</td></tr></tbody>
     </table>
   </div>`;
-
-function cell(text, col) {
-  const td = document.createElement("td");
-  td.dataset.col = col;
-  td.textContent = text;
-  return td;
-}
-
-function badge(text, tone) {
-  const span = document.createElement("span");
-  span.className = "badge";
-  span.dataset.tone = tone;
-  span.textContent = text;
-  return span;
-}
 
 /** "12 s", "4 min", "3 h", "2 d": an age in seconds, rounded down. */
 export function formatAge(seconds) {
