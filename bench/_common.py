@@ -7,6 +7,7 @@ Used by ``bench/journal.py``, ``bench/publish.py``, ``bench/replay.py`` and
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import shutil
@@ -19,6 +20,7 @@ import redis
 import redis.asyncio as aioredis
 
 __all__ = [
+    "add_service_args",
     "cpu_model",
     "delete_keys",
     "delete_prefix",
@@ -27,6 +29,20 @@ __all__ = [
     "percentile",
     "redis_versions",
 ]
+
+
+def add_service_args(p: argparse.ArgumentParser) -> None:
+    """``--redis-url`` and ``--database-url``, defaulting to ``$HERALD_BENCH_REDIS_URL``
+    and ``$HERALD_BENCH_DATABASE_URL``, else the local servers."""
+    p.add_argument(
+        "--redis-url", default=os.environ.get("HERALD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "HERALD_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
 
 
 def percentile(values: Sequence[float], q: float) -> float:

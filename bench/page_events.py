@@ -45,7 +45,7 @@ from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
-from _common import machine_basics, percentile
+from _common import add_service_args, machine_basics, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -216,15 +216,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=5000)
     p.add_argument("--change-every", type=int, default=100)
     p.add_argument("--cache-routes", type=int, default=10000)
-    p.add_argument(
-        "--redis-url", default=os.environ.get("HERALD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-    )
-    p.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "HERALD_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
+    add_service_args(p)
     raise SystemExit(asyncio.run(run(p.parse_args())))
 
 

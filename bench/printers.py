@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import httpx
-from _common import machine_basics, percentile
+from _common import add_service_args, machine_basics, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -137,15 +137,7 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--requests", type=int, default=2000)
-    p.add_argument(
-        "--redis-url", default=os.environ.get("HERALD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-    )
-    p.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "HERALD_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
+    add_service_args(p)
     raise SystemExit(asyncio.run(run(p.parse_args())))
 
 
