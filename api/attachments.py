@@ -20,7 +20,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from herald.api.errors import ApiError
-from herald.api.sources import database_errors_as_503, enqueue_or_503, json_response, load_or_404
+from herald.api.responses import JSONResponse
+from herald.api.sources import database_errors_as_503, enqueue_or_503, load_or_404
 from herald.api.state import state_of
 from herald.api.uploads import parse_id, read_upload, require_workers
 from herald.journal.envelope import format_time
@@ -71,9 +72,9 @@ async def create_attachment(request: Request) -> Response:
         with contextlib.suppress(DatabaseUnavailable):
             await run_in_transaction(engine, undo)
         raise
-    return json_response(
+    return JSONResponse(
         {"task_id": task_id, "attachment_id": str(attachment_id)},
-        status=202,
+        status_code=202,
         headers={"Location": f"/api/attachments/{attachment_id}"},
     )
 

@@ -20,15 +20,14 @@ from starlette.routing import Route
 
 from herald.api.auth import require_role
 from herald.api.errors import ApiError
+from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
-from herald.api.sources import database_errors_as_503, json_response
+from herald.api.sources import database_errors_as_503
 from herald.api.state import AppState, state_of
 from herald.api.uploads import parse_id, require_workers
 from herald.journal.base import JournalUnavailable
 from herald.journal.maintenance import (
     DispatchFailed,
-    InvalidSchedule,
-    InvalidTimezone,
     JobRunning,
     MaintenanceStore,
     UnknownJob,
@@ -139,7 +138,7 @@ async def list_jobs(request: Request) -> Response:
     visible = None if which == "all" else which == "true"
     async with database_errors_as_503():
         found = await _store(state).jobs(visible=visible)
-    return json_response({"jobs": [job.to_json(last_run=last) for job, last in found]})
+    return JSONResponse({"jobs": [job.to_json(last_run=last) for job, last in found]})
 
 
 async def get_job(request: Request) -> Response:
@@ -151,7 +150,7 @@ async def get_job(request: Request) -> Response:
     if found is None:
         raise ApiError(404, "job_not_found", f"no maintenance job {key!r}")
     job, last = found
-    return json_response(job.to_json(last_run=last))
+    return JSONResponse(job.to_json(last_run=last))
 
 
 async def patch_job(request: Request) -> Response:
@@ -162,17 +161,13 @@ async def patch_job(request: Request) -> Response:
     key = request.path_params["key"]
     body = parse_body(JobPatch, await read_json(request, limit=64 * 1024))
     store = _store(state)
-    try:
-        async with database_errors_as_503():
-            job = await store.update_job(key, body.changes())
-            found = await store.job_with_last_run(key)
-    except UnknownJob as e:
-        raise ApiError(404, e.code, str(e)) from e
-    except (InvalidSchedule, InvalidTimezone) as e:
-        raise ApiError(422, e.code, str(e)) from e
+    # UnknownJob, InvalidSchedule and InvalidTimezone map to 404/422 by their code.
+    async with database_errors_as_503():
+        job = await store.update_job(key, body.changes())
+        found = await store.job_with_last_run(key)
     view = job.to_json(last_run=found[1] if found else None)
     await publish_job_event(state.journal, view)
-    return json_response(view)
+    return JSONResponse(view)
 
 
 async def run_job(request: Request) -> Response:
@@ -206,7 +201,7 @@ async def _start(state: AppState, key: str) -> Response:
             503, "tasks_unavailable", "the task queue is unavailable; nothing was started"
         ) from e
     body = {"run_id": str(run.id), "status_url": f"/api/maintenance/runs/{run.id}"}
-    return json_response(body, status=202)
+    return JSONResponse(body, status_code=202)
 
 
 async def list_runs(request: Request) -> Response:
@@ -219,7 +214,7 @@ async def list_runs(request: Request) -> Response:
     job = request.query_params.get("job") or None
     async with database_errors_as_503():
         found = await _store(state).runs(limit=int(raw), job=job)
-    return json_response({"runs": [run.to_json() for run in found]})
+    return JSONResponse({"runs": [run.to_json() for run in found]})
 
 
 async def get_run(request: Request) -> Response:
@@ -230,7 +225,7 @@ async def get_run(request: Request) -> Response:
         run = await _store(state).run(run_id)
     if run is None:
         raise _NO_RUN
-    return json_response(run.to_json())
+    return JSONResponse(run.to_json())
 
 
 routes = [

@@ -28,6 +28,7 @@ from herald.api.events import (
     stream_started,
     take_connection_slot,
 )
+from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
 from herald.api.sse import Closer, Emit, EventStreamResponse
 from herald.api.state import AppState, state_of
@@ -109,10 +110,6 @@ class FailBody(BaseModel):
     message: str = Field("the answer failed", max_length=500)
 
 
-def _json(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
 def _streams(state: AppState) -> MessageStreams:
     if state.messages is None or state.engine is None:
         raise ApiError(
@@ -191,7 +188,7 @@ async def create(request: Request) -> Response:
         except MessageOwnedElsewhere:
             raise ApiError(409, "message_id_taken", "that message id is in use") from None
     body_out = {**info.to_json(), "last_sequence_no": last}
-    return _json(body_out, status=200 if existed else 201)
+    return JSONResponse(body_out, status_code=200 if existed else 201)
 
 
 async def append(request: Request) -> Response:
@@ -272,8 +269,9 @@ async def _publish(
             await set_status(streams.engine, message_id, final)  # type: ignore[arg-type]
         else:
             await set_status(streams.engine, message_id)  # the producer's heartbeat
-    return _json(
-        {"sequence_nos": [r.seq for r in rows], "stored": stored}, status=201 if stored else 202
+    return JSONResponse(
+        {"sequence_nos": [r.seq for r in rows], "stored": stored},
+        status_code=201 if stored else 202,
     )
 
 

@@ -24,6 +24,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from herald.api.errors import ApiError
+from herald.api.responses import NO_STORE, JSONResponse
 from herald.api.schemas import parse_body, read_json
 from herald.api.state import AppState, state_of
 from herald.journal.base import Entry, JournalUnavailable
@@ -59,15 +60,6 @@ class ConnectBody(BaseModel):
     server_url: str = Field(min_length=1, max_length=2048)
     scope: str | None = Field(None, min_length=1, max_length=1000, pattern=_SCOPE_RE.pattern)
     client_id: str | None = Field(None, min_length=1, max_length=256)
-
-
-def _json(body: object, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(body),
-        status_code=status,
-        media_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
 
 
 def _tasks(state: AppState) -> TaskQueue:
@@ -110,7 +102,11 @@ async def connect(request: Request) -> Response:
         raise ApiError(422, e.code, str(e)) from e
     except (TaskQueueError, JournalUnavailable) as e:
         raise ApiError(503, e.code, "the task queue is unavailable; try again") from e
-    return _json({"task_id": task_id, "status_url": f"/api/oauth/{task_id}/status"}, status=202)
+    return JSONResponse(
+        {"task_id": task_id, "status_url": f"/api/oauth/{task_id}/status"},
+        status_code=202,
+        headers=NO_STORE,
+    )
 
 
 def _wants_html(request: Request) -> bool:
@@ -121,7 +117,7 @@ def _wants_html(request: Request) -> bool:
 
 def _page(request: Request, status: int, title: str, text: str, body: dict[str, Any]) -> Response:
     if not _wants_html(request):
-        return _json(body, status)
+        return JSONResponse(body, status, headers=NO_STORE)
     page = (
         "<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'>"
         f"<title>{html.escape(title)}</title>"
@@ -294,7 +290,9 @@ async def status(request: Request) -> Response:
         ):
             step = "expired"
         body = {"task_id": task_id, "status": step, **data, "time": envelope["time"]}
-        return _json({**body, "source": "journal", "event_id": str(entry.id)})
+        return JSONResponse(
+            {**body, "source": "journal", "event_id": str(entry.id)}, headers=NO_STORE
+        )
     if record is not None:
         # The stream was trimmed past the task's events: the status record still
         # knows the outcome (a deferred connect is waiting for its redirect).
@@ -305,7 +303,7 @@ async def status(request: Request) -> Response:
         if "error" in record:
             body["error"] = record["error"]
         body["time"] = record.get("finished_at") or record.get("updated_at")
-        return _json({**body, "source": "record"})
+        return JSONResponse({**body, "source": "record"}, headers=NO_STORE)
     raise not_found
 
 

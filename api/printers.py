@@ -25,8 +25,9 @@ from herald.api.auth import Principal, require_role
 from herald.api.errors import ApiError
 from herald.api.events import readable_targets
 from herald.api.printer_status import PrinterStatusOut, status_of
+from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
-from herald.api.sources import database_errors_as_503, json_response
+from herald.api.sources import database_errors_as_503
 from herald.api.state import AppState, state_of
 from herald.api.uploads import parse_id
 from herald.journal.envelope import format_time
@@ -139,14 +140,14 @@ async def create_printer(request: Request) -> Response:
         return await store.upsert_printer(conn, spec)
 
     printer, created = await _run(_engine(state), work)
-    return json_response(_out(printer, True), status=201 if created else 200)
+    return JSONResponse(_out(printer, True), status_code=201 if created else 200)
 
 
 async def list_printers(request: Request) -> Response:
     state, principal = await _reader(request)
     found = await _run(_engine(state), store.list_printers)
     admin = principal.has_any_role("admin")
-    return json_response({"printers": [_out(p, admin) for p in found]})
+    return JSONResponse({"printers": [_out(p, admin) for p in found]})
 
 
 async def get_printer(request: Request) -> Response:
@@ -159,7 +160,7 @@ async def get_printer(request: Request) -> Response:
     printer = await _run(_engine(state), work)
     if printer is None:
         raise _NOT_FOUND
-    return json_response(_out(printer, principal.has_any_role("admin")))
+    return JSONResponse(_out(printer, principal.has_any_role("admin")))
 
 
 async def update_printer(request: Request) -> Response:
@@ -181,7 +182,7 @@ async def update_printer(request: Request) -> Response:
     printer = await _run(_engine(state), work)
     if printer is None:
         raise _NOT_FOUND
-    return json_response(_out(printer, True))
+    return JSONResponse(_out(printer, True))
 
 
 async def delete_printer(request: Request) -> Response:
@@ -208,7 +209,7 @@ async def printer_status(request: Request) -> Response:
     if found is None:
         raise _NOT_FOUND
     printer, row = found
-    return json_response(status_of(printer, row, datetime.now(UTC)).model_dump())
+    return JSONResponse(status_of(printer, row, datetime.now(UTC)).model_dump())
 
 
 async def all_statuses(request: Request) -> Response:
@@ -216,7 +217,7 @@ async def all_statuses(request: Request) -> Response:
     state, _ = await _reader(request)
     rows = await _run(_engine(state), store.list_statuses)
     now = datetime.now(UTC)
-    return json_response({"printers": [status_of(p, row, now).model_dump() for p, row in rows]})
+    return JSONResponse({"printers": [status_of(p, row, now).model_dump() for p, row in rows]})
 
 
 routes = [

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 from sqlalchemy import delete, func, insert, select, update
@@ -30,6 +29,7 @@ from starlette.routing import Route
 
 from herald.api.auth import AuthError
 from herald.api.errors import ApiError
+from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
 from herald.api.state import state_of
 from herald.api.uploads import clean_text, parse_id, read_upload, require_workers
@@ -43,7 +43,6 @@ __all__ = [
     "INGEST_KIND",
     "database_errors_as_503",
     "enqueue_or_503",
-    "json_response",
     "load_or_404",
     "routes",
 ]
@@ -64,14 +63,6 @@ class ConnectorBody(BaseModel):
 
     connector: ConnectorSpec
     name: str | None = Field(None, min_length=1, max_length=255)
-
-
-def json_response(
-    body: object, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
-    )
 
 
 @contextlib.asynccontextmanager
@@ -96,7 +87,7 @@ async def load_or_404(
         body = await run_in_transaction(engine, load)
     if body is None:
         raise not_found
-    return json_response(body)
+    return JSONResponse(body)
 
 
 async def enqueue_or_503(tasks: TaskQueue, kind: str, owner: str, context: dict[str, Any]) -> str:
@@ -220,9 +211,9 @@ async def _queue_new(
 
 
 def _accepted(task_id: str, source_id: uuid.UUID) -> Response:
-    return json_response(
+    return JSONResponse(
         {"task_id": task_id, "source_id": str(source_id)},
-        status=202,
+        status_code=202,
         headers={"Location": f"/api/sources/{source_id}"},
     )
 

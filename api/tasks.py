@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 from starlette.requests import Request
@@ -20,6 +19,7 @@ from starlette.routing import Route
 
 from herald.api.auth import require_role
 from herald.api.errors import ApiError
+from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
 from herald.api.state import AppState, state_of
 from herald.journal.base import JournalUnavailable
@@ -47,10 +47,6 @@ class TaskBody(BaseModel):
     queue: str = Field("default", pattern=NAME_RE.pattern)
     max_attempts: int | None = Field(None, ge=1, le=100)
     events: str = Field("", pattern=f"^$|{KIND_RE.pattern}", max_length=200)
-
-
-def _json(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 def _queue(state: AppState) -> TaskQueue:
@@ -90,7 +86,9 @@ async def enqueue(request: Request) -> Response:
         raise ApiError(422, e.code, str(e)) from e
     except (TaskQueueUnavailable, JournalUnavailable, RedisError, OSError) as e:
         raise ApiError(503, "queue_unavailable", "the task queue is unavailable; retry") from e
-    return _json({"task_id": task_id, "status_url": f"/api/tasks/{task_id}"}, status=202)
+    return JSONResponse(
+        {"task_id": task_id, "status_url": f"/api/tasks/{task_id}"}, status_code=202
+    )
 
 
 async def task_status(request: Request) -> Response:
@@ -106,7 +104,7 @@ async def task_status(request: Request) -> Response:
         raise ApiError(503, "queue_unavailable", "the task queue is unavailable; retry") from e
     if found is None or (found["user"] != principal.user and not principal.has_any_role("admin")):
         raise ApiError(404, "not_found", f"no task {task_id!r}")
-    return _json(found)
+    return JSONResponse(found)
 
 
 routes = [
