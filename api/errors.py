@@ -64,6 +64,9 @@ ERRORS: dict[str, ErrorCode] = {
     "bad_limit": ErrorCode(400),
     "bad_filter": ErrorCode(400),
     "bad_query": ErrorCode(400),
+    "invalid_request": ErrorCode(400),
+    "invalid_state": ErrorCode(400),
+    "missing_code": ErrorCode(400),
     # 401: no usable credential
     "missing_token": ErrorCode(401),
     "bad_header": ErrorCode(401),

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from herald.api.openapi import OBJECT, Media, endpoint
 from herald.api.responses import NO_STORE, JSONResponse
 from herald.api.state import state_of
 from herald.journal.envelope import format_time
@@ -26,6 +27,12 @@ __all__ = ["VERSION", "health_routes"]
 VERSION = "0.1.0"
 
 
+@endpoint(
+    "Liveness: touches neither Redis nor PostgreSQL",
+    {200: OBJECT},
+    auth="none",
+    tags=("operations",),
+)
 async def healthz(request: Request) -> Response:
     """Liveness: answers without touching Redis or PostgreSQL."""
     started_at = state_of(request).started_at
@@ -40,6 +47,12 @@ async def healthz(request: Request) -> Response:
     )
 
 
+@endpoint(
+    "Deep checks: 200 ready or degraded, 503 not_ready",
+    {200: OBJECT, 503: OBJECT},
+    auth="none",
+    tags=("operations",),
+)
 async def readiness(request: Request) -> Response:
     """Deep checks: 200 ``ready`` or ``degraded``, 503 ``not_ready``."""
     state = state_of(request)
@@ -47,6 +60,12 @@ async def readiness(request: Request) -> Response:
     return JSONResponse(report.to_json(), status_code=report.http_status, headers=NO_STORE)
 
 
+@endpoint(
+    "Prometheus metrics of this process",
+    {200: Media("text/plain")},
+    auth="none",
+    tags=("operations",),
+)
 async def metrics(_: Request) -> Response:
     """Prometheus text format, this process's counters only."""
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from herald.api.auth import require_role
 from herald.api.errors import ApiError
+from herald.api.openapi import UUID_PATH, endpoint
 from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
 from herald.api.sources import database_errors_as_503
@@ -126,6 +127,25 @@ def _store(state: AppState) -> MaintenanceStore:
     return MaintenanceStore(engine)
 
 
+class JobsQuery(BaseModel):
+    visible_in_ui: Literal["true", "false", "all"] = Field(
+        "true", description="false and all: admins only"
+    )
+
+
+@endpoint(
+    "Maintenance jobs",
+    {200: JobsPage},
+    query=JobsQuery,
+    errors=(
+        "bad_filter",
+        "role_missing",
+        "database_unavailable",
+        "database_busy",
+        "tasks_unavailable",
+    ),
+    tags=("maintenance",),
+)
 async def list_jobs(request: Request) -> Response:
     """``?visible_in_ui=true`` (default), ``false`` or ``all`` (the last two: admin)."""
     state = state_of(request)
@@ -141,6 +161,12 @@ async def list_jobs(request: Request) -> Response:
     return JSONResponse({"jobs": [job.to_json(last_run=last) for job, last in found]})
 
 
+@endpoint(
+    "One maintenance job",
+    {200: JobView},
+    errors=("job_not_found", "database_unavailable", "database_busy", "tasks_unavailable"),
+    tags=("maintenance",),
+)
 async def get_job(request: Request) -> Response:
     state = state_of(request)
     await state.principal(request)
@@ -153,6 +179,21 @@ async def get_job(request: Request) -> Response:
     return JSONResponse(job.to_json(last_run=last))
 
 
+@endpoint(
+    "Change a job's schedule, time zone, params or enabled state (admin)",
+    {200: JobView},
+    body=JobPatch,
+    errors=(
+        "role_missing",
+        "job_not_found",
+        "invalid_schedule",
+        "invalid_timezone",
+        "database_unavailable",
+        "database_busy",
+        "tasks_unavailable",
+    ),
+    tags=("maintenance",),
+)
 async def patch_job(request: Request) -> Response:
     """Admin: change ``enabled``, ``schedule_cron`` (validated: 422 with the cron
     parser's reason), ``timezone`` (IANA) or ``params``."""
@@ -170,6 +211,19 @@ async def patch_job(request: Request) -> Response:
     return JSONResponse(view)
 
 
+@endpoint(
+    "Start a run now (admin)",
+    {202: RunStarted},
+    errors=(
+        "role_missing",
+        "job_not_found",
+        "job_running",
+        "database_unavailable",
+        "database_busy",
+        "tasks_unavailable",
+    ),
+    tags=("maintenance",),
+)
 async def run_job(request: Request) -> Response:
     """Admin: start a run now → ``202 {"run_id", "status_url"}``; ``409 job_running``
     while the job has a run in progress."""
@@ -178,6 +232,19 @@ async def run_job(request: Request) -> Response:
     return await _start(state, request.path_params["key"])
 
 
+@endpoint(
+    "Run retention now (admin)",
+    {202: RunStarted},
+    errors=(
+        "role_missing",
+        "job_not_found",
+        "job_running",
+        "database_unavailable",
+        "database_busy",
+        "tasks_unavailable",
+    ),
+    tags=("maintenance",),
+)
 async def run_retention(request: Request) -> Response:
     """Admin: "run retention now" — a run of the hidden ``retention_cleanup_manual``."""
     state = state_of(request)
@@ -204,6 +271,18 @@ async def _start(state: AppState, key: str) -> Response:
     return JSONResponse(body, status_code=202)
 
 
+class RunsQuery(BaseModel):
+    limit: int = Field(50, ge=1, le=MAX_RUNS, description="runs per page")
+    job: str | None = Field(None, description="only this job's runs")
+
+
+@endpoint(
+    "Maintenance runs, newest first",
+    {200: RunsPage},
+    query=RunsQuery,
+    errors=("bad_limit", "database_unavailable", "database_busy", "tasks_unavailable"),
+    tags=("maintenance",),
+)
 async def list_runs(request: Request) -> Response:
     """Newest first: ``?limit=N`` (1..500, default 50), ``?job=KEY``."""
     state = state_of(request)
@@ -217,6 +296,13 @@ async def list_runs(request: Request) -> Response:
     return JSONResponse({"runs": [run.to_json() for run in found]})
 
 
+@endpoint(
+    "One maintenance run",
+    {200: RunView},
+    path={"run_id": UUID_PATH},
+    errors=("run_not_found", "database_unavailable", "database_busy", "tasks_unavailable"),
+    tags=("maintenance",),
+)
 async def get_run(request: Request) -> Response:
     state = state_of(request)
     await state.principal(request)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -28,6 +28,7 @@ from herald.api.events import (
     stream_started,
     take_connection_slot,
 )
+from herald.api.openapi import OBJECT, UUID_PATH, Media, endpoint
 from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
 from herald.api.sse import Closer, Emit, EventStreamResponse
@@ -167,6 +168,13 @@ async def _writable(state: AppState, principal: Principal, message_id: uuid.UUID
 # -- producer API -------------------------------------------------------------------
 
 
+@endpoint(
+    "Create a chat message (200: the id exists for this owner, a continuation)",
+    {201: OBJECT, 200: OBJECT},
+    body=CreateBody,
+    errors=("role_missing", "message_id_taken", "messages_unavailable", "database_unavailable"),
+    tags=("messages",),
+)
 async def create(request: Request) -> Response:
     """``POST /api/messages``: a new message owned by the caller, or by ``user`` for
     a ``service`` (or ``admin``) token.  Re-posting an existing id of the same owner
@@ -191,6 +199,25 @@ async def create(request: Request) -> Response:
     return JSONResponse(body_out, status_code=200 if existed else 201)
 
 
+@endpoint(
+    "Append events to a message (202: live, not yet stored)",
+    {201: OBJECT, 202: OBJECT},
+    body=AppendBody,
+    path={"id": UUID_PATH},
+    errors=(
+        "message_not_found",
+        "role_missing",
+        "messages_unavailable",
+        "database_unavailable",
+        "journal_unavailable",
+        "message_ended",
+        "terminal_event",
+        "writer_overloaded",
+        "envelope_too_large",
+        "invalid_envelope",
+    ),
+    tags=("messages",),
+)
 async def append(request: Request) -> Response:
     """``POST /api/messages/{id}/events``: one event ``{"type","payload"}`` or a batch
     ``{"events": [...]}``; published live at once, answered once stored (201), or
@@ -205,6 +232,25 @@ async def append(request: Request) -> Response:
     return await _publish(state, message_id, body.pairs(), None)
 
 
+@endpoint(
+    "End the message with an end event",
+    {201: OBJECT, 202: OBJECT},
+    body=CompleteBody,
+    body_required=False,
+    path={"id": UUID_PATH},
+    errors=(
+        "message_not_found",
+        "role_missing",
+        "messages_unavailable",
+        "database_unavailable",
+        "journal_unavailable",
+        "message_ended",
+        "writer_overloaded",
+        "envelope_too_large",
+        "invalid_envelope",
+    ),
+    tags=("messages",),
+)
 async def complete(request: Request) -> Response:
     """``POST /api/messages/{id}/complete``: the terminal ``end`` event, status complete."""
     state = state_of(request)
@@ -217,6 +263,25 @@ async def complete(request: Request) -> Response:
     return await _publish(state, message_id, [("end", body.payload)], "complete")
 
 
+@endpoint(
+    "End the message with an error event",
+    {201: OBJECT, 202: OBJECT},
+    body=FailBody,
+    body_required=False,
+    path={"id": UUID_PATH},
+    errors=(
+        "message_not_found",
+        "role_missing",
+        "messages_unavailable",
+        "database_unavailable",
+        "journal_unavailable",
+        "message_ended",
+        "writer_overloaded",
+        "envelope_too_large",
+        "invalid_envelope",
+    ),
+    tags=("messages",),
+)
 async def fail(request: Request) -> Response:
     """``POST /api/messages/{id}/fail``: the terminal ``error`` event, status failed."""
     state = state_of(request)
@@ -229,6 +294,20 @@ async def fail(request: Request) -> Response:
     )
 
 
+@endpoint(
+    "Keep the watchdog away",
+    {204: None},
+    path={"id": UUID_PATH},
+    errors=(
+        "message_not_found",
+        "role_missing",
+        "messages_unavailable",
+        "database_unavailable",
+        "journal_unavailable",
+        "message_ended",
+    ),
+    tags=("messages",),
+)
 async def heartbeat(request: Request) -> Response:
     """``POST /api/messages/{id}/heartbeat``: the producer is alive (204)."""
     state = state_of(request)
@@ -300,6 +379,34 @@ def _limits(state: AppState) -> ReaderLimits:
     )
 
 
+class MessageEventsQuery(BaseModel):
+    after: int | None = Field(None, ge=-1, description="the sequence number to read after")
+    format: Literal["json"] | None = Field(None, description="json: JSON pages instead of SSE")
+    limit: int = Field(100, ge=1, le=MAX_PAGE, description="format=json: events per page")
+
+
+@endpoint(
+    "The message's events after the cursor, then live (SSE), or JSON pages",
+    {
+        200: Media("text/event-stream", {"type": "string"}, "SSE, or JSON with format=json"),
+        204: None,
+    },
+    auth="stream",
+    path={"id": UUID_PATH},
+    query=MessageEventsQuery,
+    headers={"Last-Event-ID": "resume after this sequence number"},
+    errors=(
+        "message_not_found",
+        "role_missing",
+        "messages_unavailable",
+        "database_unavailable",
+        "journal_unavailable",
+        "bad_cursor",
+        "bad_limit",
+        "server_busy",
+    ),
+    tags=("messages",),
+)
 async def events(request: Request) -> Response | EventStreamResponse:
     """``GET /api/messages/{id}/events``: the events after the cursor, then live."""
     state = state_of(request)

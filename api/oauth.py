@@ -24,6 +24,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from herald.api.errors import ApiError
+from herald.api.openapi import OBJECT, endpoint
 from herald.api.responses import NO_STORE, JSONResponse
 from herald.api.schemas import parse_body, read_json
 from herald.api.state import AppState, state_of
@@ -77,6 +78,20 @@ def redirect_uri(state: AppState, request: Request) -> str:
     return base.rstrip("/") + CALLBACK_PATH
 
 
+@endpoint(
+    "Connect the caller to an MCP server with OAuth",
+    {202: OBJECT},
+    body=ConnectBody,
+    errors=(
+        "invalid_server_url",
+        "invalid_task",
+        "tasks_unavailable",
+        "task_queue_error",
+        "queue_unavailable",
+        "journal_unavailable",
+    ),
+    tags=("oauth",),
+)
 async def connect(request: Request) -> Response:
     """Queue a connection to an MCP server for the caller; 202 ``{task_id, status_url}``."""
     state = state_of(request)
@@ -137,6 +152,22 @@ def _refuse(request: Request, code: str, detail: str) -> Response:
     )
 
 
+class CallbackQuery(BaseModel):
+    state: str | None = None
+    code: str | None = None
+    error: str | None = None
+    error_description: str | None = None
+
+
+@endpoint(
+    "The authorization server's redirect (its state is the credential)",
+    {200: OBJECT},
+    auth="none",
+    query=CallbackQuery,
+    errors=("invalid_request", "invalid_state", "missing_code", "tasks_unavailable"),
+    tags=("oauth",),
+    description="Answers an HTML page to browsers (Accept: text/html), JSON otherwise.",
+)
 async def callback(request: Request) -> Response:
     """The authorization server's redirect: hand the code (or its error) to the task.
 
@@ -246,6 +277,12 @@ def _ms(text: str | None) -> int:
         return 0
 
 
+@endpoint(
+    "The caller's OAuth task",
+    {200: OBJECT},
+    errors=("not_found", "tasks_unavailable", "journal_unavailable"),
+    tags=("oauth",),
+)
 async def status(request: Request) -> Response:
     """The caller's OAuth task as ``{task_id, status, ..., source}``; 404 if it is not
     theirs, not an OAuth task, or forgotten.

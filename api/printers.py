@@ -24,6 +24,7 @@ from starlette.routing import Route
 from herald.api.auth import Principal, require_role
 from herald.api.errors import ApiError
 from herald.api.events import readable_targets
+from herald.api.openapi import UUID_PATH, endpoint
 from herald.api.printer_status import PrinterStatusOut, status_of
 from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
@@ -131,6 +132,17 @@ async def _run(engine: AsyncEngine, work: Any) -> Any:
         return await run_in_transaction(engine, work)
 
 
+@endpoint(
+    "Register a printer (admin); 200 when it exists already",
+    {201: PrinterOut, 200: PrinterOut},
+    body=PrinterCreate,
+    errors=(
+        "role_missing",
+        "database_unavailable",
+        "database_busy",
+    ),
+    tags=("printers",),
+)
 async def create_printer(request: Request) -> Response:
     """Register a printer → 201, or 200 with the same id when it was registered."""
     state = await _admin(request)
@@ -143,6 +155,16 @@ async def create_printer(request: Request) -> Response:
     return JSONResponse(_out(printer, True), status_code=201 if created else 200)
 
 
+@endpoint(
+    "The printers",
+    {200: PrinterListOut},
+    errors=(
+        "role_missing",
+        "database_unavailable",
+        "database_busy",
+    ),
+    tags=("printers",),
+)
 async def list_printers(request: Request) -> Response:
     state, principal = await _reader(request)
     found = await _run(_engine(state), store.list_printers)
@@ -150,6 +172,13 @@ async def list_printers(request: Request) -> Response:
     return JSONResponse({"printers": [_out(p, admin) for p in found]})
 
 
+@endpoint(
+    "One printer",
+    {200: PrinterOut},
+    path={"printer_id": UUID_PATH},
+    errors=("role_missing", "database_unavailable", "database_busy", "printer_not_found"),
+    tags=("printers",),
+)
 async def get_printer(request: Request) -> Response:
     state, principal = await _reader(request)
     printer_id = parse_id(request.path_params["printer_id"], _NOT_FOUND)
@@ -163,6 +192,20 @@ async def get_printer(request: Request) -> Response:
     return JSONResponse(_out(printer, principal.has_any_role("admin")))
 
 
+@endpoint(
+    "Rename a printer or change its community (admin)",
+    {200: PrinterOut},
+    body=PrinterUpdate,
+    path={"printer_id": UUID_PATH},
+    errors=(
+        "role_missing",
+        "database_unavailable",
+        "database_busy",
+        "printer_not_found",
+        "printer_identity_immutable",
+    ),
+    tags=("printers",),
+)
 async def update_printer(request: Request) -> Response:
     state = await _admin(request)
     printer_id = parse_id(request.path_params["printer_id"], _NOT_FOUND)
@@ -185,6 +228,13 @@ async def update_printer(request: Request) -> Response:
     return JSONResponse(_out(printer, True))
 
 
+@endpoint(
+    "Remove a printer (admin)",
+    {204: None},
+    path={"printer_id": UUID_PATH},
+    errors=("role_missing", "database_unavailable", "database_busy", "printer_not_found"),
+    tags=("printers",),
+)
 async def delete_printer(request: Request) -> Response:
     state = await _admin(request)
     printer_id = parse_id(request.path_params["printer_id"], _NOT_FOUND)
@@ -197,6 +247,13 @@ async def delete_printer(request: Request) -> Response:
     return Response(status_code=204)
 
 
+@endpoint(
+    "A printer's status from the probe's cache",
+    {200: PrinterStatusOut},
+    path={"printer_id": UUID_PATH},
+    errors=("role_missing", "database_unavailable", "database_busy", "printer_not_found"),
+    tags=("printers",),
+)
 async def printer_status(request: Request) -> Response:
     """The cached status of one printer; answers from PostgreSQL only."""
     state, _ = await _reader(request)
@@ -212,6 +269,16 @@ async def printer_status(request: Request) -> Response:
     return JSONResponse(status_of(printer, row, datetime.now(UTC)).model_dump())
 
 
+@endpoint(
+    "Every printer's cached status",
+    {200: PrinterStatusListOut},
+    errors=(
+        "role_missing",
+        "database_unavailable",
+        "database_busy",
+    ),
+    tags=("printers",),
+)
 async def all_statuses(request: Request) -> Response:
     """Every printer's cached status, by name: what a printers board shows."""
     state, _ = await _reader(request)

@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from herald.api.auth import AuthError
 from herald.api.errors import ApiError
+from herald.api.openapi import OBJECT, UPLOAD, UPLOAD_ERRORS, UUID_PATH, endpoint
 from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
 from herald.api.state import state_of
@@ -100,6 +101,24 @@ async def enqueue_or_503(tasks: TaskQueue, kind: str, owner: str, context: dict[
         ) from e
 
 
+@endpoint(
+    "Upload a file (multipart) or register a connector directory (JSON)",
+    {202: OBJECT},
+    body=ConnectorBody,
+    body_media=UPLOAD,
+    errors=(
+        *UPLOAD_ERRORS,
+        "connectors_disabled",
+        "connector_path_forbidden",
+        "invalid_connector_path",
+        "connector_path_not_directory",
+        "source_not_found",
+        "database_unavailable",
+        "database_busy",
+        "tasks_unavailable",
+    ),
+    tags=("sources",),
+)
 async def create_source(request: Request) -> Response:
     """``multipart/form-data`` with field ``file`` (and optional ``name``) uploads a
     file; JSON ``{"connector": {"path"}, "name"?}`` registers a directory."""
@@ -218,11 +237,38 @@ def _accepted(task_id: str, source_id: uuid.UUID) -> Response:
     )
 
 
+@endpoint(
+    "Ingest a source again",
+    {202: OBJECT},
+    path={"source_id": UUID_PATH},
+    errors=(
+        "source_not_found",
+        "database_unavailable",
+        "database_busy",
+        "tasks_unavailable",
+    ),
+    tags=("sources",),
+)
 async def reingest(request: Request) -> Response:
     """Ingest a source again from scratch (stored bytes, or the whole directory)."""
     return await _requeue(request, "reingest", connectors_only=False)
 
 
+@endpoint(
+    "Re-read a connector's directory",
+    {202: OBJECT},
+    path={"source_id": UUID_PATH},
+    errors=(
+        "source_not_found",
+        "database_unavailable",
+        "database_busy",
+        "tasks_unavailable",
+        "not_a_connector",
+        "connectors_disabled",
+        "connector_path_forbidden",
+    ),
+    tags=("sources",),
+)
 async def sync(request: Request) -> Response:
     """Bring a connector source up to date with its directory."""
     return await _requeue(request, "connector", connectors_only=True)
@@ -277,6 +323,18 @@ async def _requeue(request: Request, operation: str, *, connectors_only: bool) -
     return _accepted(task_id, source_id)
 
 
+@endpoint(
+    "A source's state and files",
+    {200: OBJECT},
+    path={"source_id": UUID_PATH},
+    errors=(
+        "source_not_found",
+        "database_unavailable",
+        "database_busy",
+        "tasks_unavailable",
+    ),
+    tags=("sources",),
+)
 async def get_source(request: Request) -> Response:
     """The source, its totals and its files (``limited`` when the token cap cut it)."""
     state = state_of(request)

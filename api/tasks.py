@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from herald.api.auth import require_role
 from herald.api.errors import ApiError
+from herald.api.openapi import OBJECT, endpoint
 from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
 from herald.api.state import AppState, state_of
@@ -57,6 +58,21 @@ def _queue(state: AppState) -> TaskQueue:
     return state.tasks
 
 
+@endpoint(
+    "Queue a task (roles admin, service)",
+    {202: OBJECT},
+    body=TaskBody,
+    errors=(
+        "role_missing",
+        "task_too_large",
+        "envelope_too_large",
+        "invalid_task",
+        "invalid_envelope",
+        "queue_unavailable",
+        "tasks_unavailable",
+    ),
+    tags=("tasks",),
+)
 async def enqueue(request: Request) -> Response:
     """Queue a task (roles admin or service) → ``202 {"task_id", "status_url"}``.
 
@@ -91,6 +107,12 @@ async def enqueue(request: Request) -> Response:
     )
 
 
+@endpoint(
+    "A task's state, for its owner or an admin",
+    {200: OBJECT},
+    errors=("not_found", "queue_unavailable", "tasks_unavailable"),
+    tags=("tasks",),
+)
 async def task_status(request: Request) -> Response:
     """The task's status and, once final, its result or error.  The owner and admins
     may look; anyone else gets the same 404 as for an unknown task."""

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from herald.api.errors import ApiError
 from herald.api.members.directory import DirectoryNotConfigured, Lookup, MemberLookupError
 from herald.api.members.mapping import parse_member_uuid
+from herald.api.openapi import endpoint
 from herald.api.state import AppState, state_of
 from herald.journal.base import try_publish
 from herald.journal.positions import Target
@@ -77,6 +78,22 @@ async def _lookup(state: AppState, member_uuid: str) -> Lookup:
     return await state.members.verify(member_uuid)
 
 
+@endpoint(
+    "Verify a member by uuid (cached)",
+    {200: MemberVerification},
+    errors=(
+        "invalid_uuid",
+        "member_not_found",
+        "upstream_rate_limited",
+        "upstream_unavailable",
+        "upstream_invalid",
+        "upstream_unauthorized",
+        "member_directory_busy",
+        "member_directory_not_configured",
+        "member_lookup_failed",
+    ),
+    tags=("members",),
+)
 async def verify_member(request: Request) -> Response:
     """Verify a member by uuid for any signed-in caller (see the module docstring)."""
     state = state_of(request)
