@@ -122,6 +122,18 @@ class RunStarted(BaseModel):
     status_url: str
 
 
+def _storable(key: str) -> bool:
+    # PostgreSQL text cannot hold NUL, so such a key can name no job.
+    return len(key) <= 200 and "\x00" not in key
+
+
+def _job_key(request: Request) -> str:
+    key: str = request.path_params["key"]
+    if not _storable(key):
+        raise ApiError(404, "job_not_found", f"no maintenance job {key[:200]!r}")
+    return key
+
+
 def _store(state: AppState) -> MaintenanceStore:
     engine, _ = require_workers(state)
     return MaintenanceStore(engine)
@@ -170,7 +182,7 @@ async def list_jobs(request: Request) -> Response:
 async def get_job(request: Request) -> Response:
     state = state_of(request)
     await state.principal(request)
-    key = request.path_params["key"]
+    key = _job_key(request)
     async with database_errors_as_503():
         found = await _store(state).job_with_last_run(key)
     if found is None:
@@ -199,7 +211,7 @@ async def patch_job(request: Request) -> Response:
     parser's reason), ``timezone`` (IANA) or ``params``."""
     state = state_of(request)
     require_role(await state.principal(request), "admin")
-    key = request.path_params["key"]
+    key = _job_key(request)
     body = parse_body(JobPatch, await read_json(request, limit=64 * 1024))
     store = _store(state)
     # UnknownJob, InvalidSchedule and InvalidTimezone map to 404/422 by their code.
@@ -229,7 +241,7 @@ async def run_job(request: Request) -> Response:
     while the job has a run in progress."""
     state = state_of(request)
     require_role(await state.principal(request), "admin")
-    return await _start(state, request.path_params["key"])
+    return await _start(state, _job_key(request))
 
 
 @endpoint(
@@ -291,6 +303,10 @@ async def list_runs(request: Request) -> Response:
     if not raw.isdecimal() or not 1 <= int(raw) <= MAX_RUNS:
         raise ApiError(400, "bad_limit", f"limit must be a whole number from 1 to {MAX_RUNS}")
     job = request.query_params.get("job") or None
+    if job is not None and not _storable(job):
+        raise ApiError(
+            400, "bad_filter", "job must be a job key (printable, at most 200 characters)"
+        )
     async with database_errors_as_503():
         found = await _store(state).runs(limit=int(raw), job=job)
     return JSONResponse({"runs": [run.to_json() for run in found]})

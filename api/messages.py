@@ -28,7 +28,7 @@ from herald.api.events import (
     stream_started,
     take_connection_slot,
 )
-from herald.api.openapi import OBJECT, UUID_PATH, Media, endpoint
+from herald.api.openapi import OBJECT, SSE, UUID_PATH, Media, endpoint
 from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
 from herald.api.sse import Closer, Emit, EventStreamResponse
@@ -388,7 +388,7 @@ class MessageEventsQuery(BaseModel):
 @endpoint(
     "The message's events after the cursor, then live (SSE), or JSON pages",
     {
-        200: Media("text/event-stream", {"type": "string"}, "SSE, or JSON with format=json"),
+        200: (SSE, Media("application/json", OBJECT, "format=json: a page of events")),
         204: None,
     },
     auth="stream",

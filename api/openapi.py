@@ -79,7 +79,24 @@ class Media:
     description: str = ""
 
 
-SSE = Media("text/event-stream", {"type": "string"}, "Server-sent events")
+SSE = Media(
+    "text/event-stream",
+    {
+        "type": "object",
+        "description": "one event (OpenAPI 3.1: the schema describes each event of the stream)",
+        "properties": {
+            "id": {"type": "string", "description": "the cursor to resume after this event"},
+            "event": {"type": "string"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "description": "a CloudEvents 1.0 envelope",
+            },
+            "retry": {"type": "integer", "description": "reconnect delay (ms), sent at connect"},
+        },
+    },
+    "Server-sent events",
+)
 OBJECT: Mapping[str, Any] = {"type": "object"}  # a JSON object not (yet) modelled
 UUID_PATH: Mapping[str, Any] = {"type": "string", "format": "uuid"}
 UPLOAD = Media(
@@ -104,8 +121,9 @@ UPLOAD_ERRORS = (
     "unsupported_media_type",
 )
 
-Success = type[BaseModel] | Media | Mapping[str, Any] | None
-"""A model (JSON), a non-JSON ``Media``, a JSON schema, or ``None`` for no body."""
+Success = type[BaseModel] | Media | Mapping[str, Any] | tuple[Any, ...] | None
+"""A model (JSON), a non-JSON ``Media``, a JSON schema, ``None`` for no body, or a
+tuple of these for a response with several media types."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +205,11 @@ class _Schemas:
     def content(self, success: Success) -> dict[str, Any] | None:
         if success is None:
             return None
+        if isinstance(success, tuple):
+            merged: dict[str, Any] = {}
+            for one in success:
+                merged.update(self.content(one) or {})
+            return merged
         if isinstance(success, Media):
             return {success.media_type: {"schema": dict(success.schema)}}
         if isinstance(success, type):
@@ -265,6 +288,8 @@ def _operation(decl: Endpoint, path: str, schemas: _Schemas) -> dict[str, Any]:
 
 
 def _describe(status: int, success: Success) -> str:
+    if isinstance(success, tuple):
+        return " or ".join(_describe(status, one) for one in success)
     if isinstance(success, Media) and success.description:
         return success.description
     if isinstance(success, type):

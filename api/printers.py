@@ -56,13 +56,18 @@ class PrinterCreate(PrinterSpec):
     Any host is accepted, private and loopback addresses included."""
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # "default: null" on a string field is not valid JSON Schema
+
+
 class PrinterUpdate(BaseModel):
     """``PATCH /api/printers/{id}``: the fields that are not the printer's identity."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str | None = Field(None, min_length=1, max_length=200)
-    community: str | None = Field(None, min_length=1, max_length=255)
+    # Left out: unchanged. Not nullable: null would reach the checks below.
+    name: str = Field(None, min_length=1, max_length=200, json_schema_extra=_no_default)  # type: ignore[assignment]
+    community: str = Field(None, min_length=1, max_length=255, json_schema_extra=_no_default)  # type: ignore[assignment]
 
     # The same rules as at registration.
     _name = field_validator("name")(printable_label)
