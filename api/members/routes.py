@@ -22,7 +22,7 @@ from starlette.routing import Route
 from herald.api.errors import ApiError
 from herald.api.members.directory import DirectoryNotConfigured, Lookup, MemberLookupError
 from herald.api.members.mapping import parse_member_uuid
-from herald.api.openapi import endpoint
+from herald.api.openapi import UUID_PATH, endpoint
 from herald.api.state import AppState, state_of
 from herald.journal.base import try_publish
 from herald.journal.positions import Target
@@ -81,6 +81,7 @@ async def _lookup(state: AppState, member_uuid: str) -> Lookup:
 @endpoint(
     "Verify a member by uuid (cached)",
     {200: MemberVerification},
+    path={"uuid": UUID_PATH},
     errors=(
         "invalid_uuid",
         "member_not_found",
