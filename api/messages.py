@@ -7,9 +7,7 @@ and a foreign message get the same opaque 404, so ids cannot be probed.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import orjson
@@ -33,8 +31,6 @@ from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
 from herald.api.sse import Closer, Emit, EventStreamResponse
 from herald.api.state import AppState, state_of
-from herald.journal.base import JournalUnavailable
-from herald.journal.envelope import EnvelopeTooLarge, InvalidEnvelope
 from herald.journal.messages.keys import channel_of, seq_key_of
 from herald.journal.messages.producer import MessageStreams
 from herald.journal.messages.store import (
@@ -46,7 +42,6 @@ from herald.journal.messages.store import (
     read_events,
     set_status,
 )
-from herald.journal.messages.writer import WriterOverloaded
 from herald.journal.positions import NAME_RE
 from herald.journal.runtime.db import DatabaseUnavailable
 from herald.journal.runtime.metrics import ENVELOPES_DELIVERED, SSE_CONNECTIONS
@@ -119,23 +114,6 @@ def _streams(state: AppState) -> MessageStreams:
     return state.messages
 
 
-@contextlib.asynccontextmanager
-async def _faults_as_errors() -> AsyncIterator[None]:
-    """Infrastructure faults and bad events become JSON errors, never a 500."""
-    try:
-        yield
-    except DatabaseUnavailable as e:
-        raise ApiError(503, e.code, str(e), headers={"Retry-After": "2"}) from e
-    except JournalUnavailable as e:
-        raise ApiError(503, e.code, "Redis is unavailable; retry shortly") from e
-    except WriterOverloaded as e:
-        raise ApiError(503, e.code, str(e), headers={"Retry-After": "5"}) from e
-    except EnvelopeTooLarge as e:
-        raise ApiError(413, e.code, str(e)) from e
-    except InvalidEnvelope as e:
-        raise ApiError(422, e.code, str(e)) from e
-
-
 def _message_id(request: Request) -> uuid.UUID:
     try:
         return uuid.UUID(request.path_params["id"])
@@ -149,8 +127,7 @@ def _not_found() -> ApiError:
 
 async def _readable(state: AppState, principal: Principal, message_id: uuid.UUID) -> MessageInfo:
     streams = _streams(state)
-    async with _faults_as_errors():
-        info = await get_message(streams.engine, message_id)
+    info = await get_message(streams.engine, message_id)
     if info is None or (info.user_id != principal.user and not principal.has_any_role("admin")):
         raise _not_found()
     return info
@@ -189,12 +166,11 @@ async def create(request: Request) -> Response:
             raise ApiError(403, "role_missing", "only a service token may create for another user")
         owner = body.user
     message_id = body.id or uuid.uuid4()
-    async with _faults_as_errors():
-        existed = await get_message(streams.engine, message_id)
-        try:
-            info, last = await create_message(streams.engine, message_id, owner)
-        except MessageOwnedElsewhere:
-            raise ApiError(409, "message_id_taken", "that message id is in use") from None
+    existed = await get_message(streams.engine, message_id)
+    try:
+        info, last = await create_message(streams.engine, message_id, owner)
+    except MessageOwnedElsewhere:
+        raise ApiError(409, "message_id_taken", "that message id is in use") from None
     body_out = {**info.to_json(), "last_sequence_no": last}
     return JSONResponse(body_out, status_code=200 if existed else 201)
 
@@ -314,8 +290,7 @@ async def heartbeat(request: Request) -> Response:
     principal = await state.principal(request)
     message_id = _message_id(request)
     await _writable(state, principal, message_id)
-    async with _faults_as_errors():
-        await set_status(_streams(state).engine, message_id)
+    await set_status(_streams(state).engine, message_id)
     return Response(status_code=204)
 
 
@@ -341,13 +316,12 @@ async def _publish(
                 "terminal_event",
                 f"{event_type!r} ends a message: use POST …/complete or …/fail",
             )
-    async with _faults_as_errors():
-        rows, mark = await streams.publish(message_id, events, floor=None)
-        stored = await streams.writer.wait_durable(mark, _STORE_WAIT_S)
-        if final is not None:
-            await set_status(streams.engine, message_id, final)  # type: ignore[arg-type]
-        else:
-            await set_status(streams.engine, message_id)  # the producer's heartbeat
+    rows, mark = await streams.publish(message_id, events, floor=None)
+    stored = await streams.writer.wait_durable(mark, _STORE_WAIT_S)
+    if final is not None:
+        await set_status(streams.engine, message_id, final)  # type: ignore[arg-type]
+    else:
+        await set_status(streams.engine, message_id)  # the producer's heartbeat
     return JSONResponse(
         {"sequence_nos": [r.seq for r in rows], "stored": stored},
         status_code=201 if stored else 202,
@@ -418,8 +392,7 @@ async def events(request: Request) -> Response | EventStreamResponse:
     if request.query_params.get("format") == "json":
         return await _json_page(request, streams, message_id, after, info)
     refuse_beyond_process_cap(state)
-    async with _faults_as_errors():
-        ahead = await read_events(streams.engine, message_id, after, 1)
+    ahead = await read_events(streams.engine, message_id, after, 1)
     if info.status != "streaming" and not ahead:
         # Nothing more will come: 204 tells EventSource to stop reconnecting.
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
@@ -470,8 +443,7 @@ async def _json_page(
     raw_limit = request.query_params.get("limit", "100")
     if not (raw_limit.isascii() and raw_limit.isdecimal()) or not 1 <= int(raw_limit) <= MAX_PAGE:
         raise ApiError(400, "bad_limit", f"limit must be a whole number 1..{MAX_PAGE}")
-    async with _faults_as_errors():
-        rows = await read_events(streams.engine, message_id, after, int(raw_limit))
+    rows = await read_events(streams.engine, message_id, after, int(raw_limit))
     envelopes: list[bytes] = []
     last, ended = after, False
     for row in rows:
