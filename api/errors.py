@@ -63,6 +63,7 @@ ERRORS: dict[str, ErrorCode] = {
     "bad_user": ErrorCode(400),
     "bad_limit": ErrorCode(400),
     "bad_filter": ErrorCode(400),
+    "bad_format": ErrorCode(400),
     "invalid_request": ErrorCode(400),
     "invalid_state": ErrorCode(400),
     "missing_code": ErrorCode(400),

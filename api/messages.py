@@ -376,6 +376,7 @@ class MessageEventsQuery(BaseModel):
         "database_unavailable",
         "journal_unavailable",
         "bad_cursor",
+        "bad_format",
         "bad_limit",
         "server_busy",
     ),
@@ -389,8 +390,15 @@ async def events(request: Request) -> Response | EventStreamResponse:
     after = _cursor(request)
     info = await _readable(state, principal, message_id)
     streams = _streams(state)
-    if request.query_params.get("format") == "json":
+    form = request.query_params.get("format")
+    if form == "json":
         return await _json_page(request, streams, message_id, after, info)
+    if form is not None:
+        raise ApiError(
+            400, "bad_format", f"format must be 'json' (or left out for SSE), not {form[:40]!r}"
+        )
+    if "limit" in request.query_params:
+        raise ApiError(400, "bad_limit", "limit applies to format=json pages only")
     refuse_beyond_process_cap(state)
     ahead = await read_events(streams.engine, message_id, after, 1)
     if info.status != "streaming" and not ahead:
