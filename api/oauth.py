@@ -153,10 +153,13 @@ def _refuse(request: Request, code: str, detail: str) -> Response:
 
 
 class CallbackQuery(BaseModel):
-    state: str | None = None
-    code: str | None = None
-    error: str | None = None
-    error_description: str | None = None
+    """The parameters the callback reads (``_MAX_PARAM``), each at most that long."""
+
+    state: str | None = Field(None, max_length=_MAX_PARAM["state"])
+    code: str | None = Field(None, max_length=_MAX_PARAM["code"])
+    error: str | None = Field(None, max_length=_MAX_PARAM["error"])
+    error_description: str | None = Field(None, max_length=_MAX_PARAM["error_description"])
+    iss: str | None = Field(None, max_length=_MAX_PARAM["iss"])
 
 
 @endpoint(

@@ -203,3 +203,34 @@ def test_the_docs_page_loads_nothing_from_another_host():
     assert "/openapi.json" in page
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", page)
     assert "import(" not in page
+
+
+_QUERY_READ = re.compile(
+    r"""query(?:_params)?\.(?:get|getlist)\(\s*"(\w+)"|query_params\[\s*"(\w+)"\]"""
+    r"""|"(\w+)" in request\.query_params"""
+)
+_CALL = re.compile(r"\b(_?\w+)\(")
+_CREDENTIALS = {"ticket", "token"}  # documented as security schemes, not parameters
+
+
+def _query_names_read(handler: Any) -> set[str]:
+    """The query parameters ``handler`` and the module functions it calls read."""
+    module = sys.modules[handler.__module__]
+    source = inspect.getsource(handler)
+    sources = [source]
+    for name in set(_CALL.findall(source)):
+        helper = getattr(module, name, None)
+        if inspect.isfunction(helper) and helper.__module__ == module.__name__:
+            sources.append(inspect.getsource(helper))
+    names = {a or b or c for text in sources for a, b, c in _QUERY_READ.findall(text)}
+    if "_MAX_PARAM.items()" in source:  # the OAuth callback reads a table of names
+        names |= set(module._MAX_PARAM)
+    return names - _CREDENTIALS
+
+
+@pytest.mark.parametrize(("name", "handler"), _handlers())
+def test_the_documented_query_is_what_the_handler_reads(name: str, handler: Any):
+    declared = declaration_of(handler)
+    assert declared is not None
+    documented = set(declared.query.model_fields) if declared.query is not None else set()
+    assert _query_names_read(handler) == documented, name
