@@ -145,7 +145,7 @@ def test_schemathesis_finds_no_server_error_and_every_answer_conforms(
                 "15",
                 "--no-color",
             ],
-            cwd=REPO,
+            cwd=tmp_path,  # schemathesis keeps its caches in the working directory
             env=env,
             capture_output=True,
             text=True,
