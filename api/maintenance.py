@@ -29,9 +29,7 @@ from herald.api.uploads import parse_id, require_workers
 from herald.journal.base import JournalUnavailable
 from herald.journal.maintenance import (
     DispatchFailed,
-    JobRunning,
     MaintenanceStore,
-    UnknownJob,
     dispatcher,
     publish_job_event,
 )
@@ -271,10 +269,6 @@ async def _start(state: AppState, key: str) -> Response:
             run = await MaintenanceStore(engine).start_manual(
                 key, dispatcher(tasks, state.settings)
             )
-    except UnknownJob as e:
-        raise ApiError(404, e.code, str(e)) from e
-    except JobRunning as e:
-        raise ApiError(409, e.code, str(e)) from e
     except (DispatchFailed, TaskQueueError, JournalUnavailable, RedisError, OSError) as e:
         raise ApiError(
             503, "tasks_unavailable", "the task queue is unavailable; nothing was started"
