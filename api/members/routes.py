@@ -28,22 +28,11 @@ from herald.journal.base import try_publish
 from herald.journal.positions import Target
 from herald.journal.runtime.metrics import MEMBER_LOOKUPS
 
-__all__ = ["LOOKUP_STATUS", "MemberVerification", "routes"]
+__all__ = ["MemberVerification", "routes"]
 
 log = logging.getLogger("herald.api.members")
 
 EVENT_SOURCE = "/herald/members"
-
-# What each lookup failure answers over HTTP.
-LOOKUP_STATUS = {
-    "member_not_found": 404,
-    "upstream_rate_limited": 429,
-    "upstream_unavailable": 503,
-    "upstream_invalid": 503,
-    "upstream_unauthorized": 503,
-    "member_directory_busy": 503,
-    "member_directory_not_configured": 503,
-}
 
 
 class MemberVerification(BaseModel):
@@ -114,8 +103,7 @@ async def verify_member(request: Request) -> Response:
             "member.verification_failed",
             {**data, "reason": e.code, "detail": str(e)},
         )
-        headers = None if e.retry_after_s is None else {"Retry-After": str(e.retry_after_s)}
-        raise ApiError(LOOKUP_STATUS.get(e.code, 503), e.code, str(e), headers=headers) from e
+        raise  # answered by its code (herald.api.errors.ERRORS), with its Retry-After
     MEMBER_LOOKUPS.labels(outcome="cached" if lookup.cached else "verified").inc()
     body = MemberVerification(full_name=lookup.member.full_name, email=lookup.member.email)
     await _announce(
