@@ -20,7 +20,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from herald.api.errors import ApiError
-from herald.api.sources import database_errors_as_503, enqueue_or_503, json_response, load_or_404
+from herald.api.openapi import OBJECT, UPLOAD, UPLOAD_ERRORS, UUID_PATH, endpoint
+from herald.api.responses import JSONResponse
+from herald.api.sources import database_errors_as_503, enqueue_or_503, load_or_404
 from herald.api.state import state_of
 from herald.api.uploads import parse_id, read_upload, require_workers
 from herald.journal.envelope import format_time
@@ -33,6 +35,13 @@ ATTACHMENT_KIND = "attachment"
 _NOT_FOUND = ApiError(404, "attachment_not_found", "no attachment with this id")
 
 
+@endpoint(
+    "Upload an attachment (multipart field 'file')",
+    {202: OBJECT},
+    body_media=UPLOAD,
+    errors=(*UPLOAD_ERRORS, "database_unavailable", "database_busy", "tasks_unavailable"),
+    tags=("sources",),
+)
 async def create_attachment(request: Request) -> Response:
     """``multipart/form-data`` with field ``file``: store it and queue its extraction."""
     state = state_of(request)
@@ -71,13 +80,20 @@ async def create_attachment(request: Request) -> Response:
         with contextlib.suppress(DatabaseUnavailable):
             await run_in_transaction(engine, undo)
         raise
-    return json_response(
+    return JSONResponse(
         {"task_id": task_id, "attachment_id": str(attachment_id)},
-        status=202,
+        status_code=202,
         headers={"Location": f"/api/attachments/{attachment_id}"},
     )
 
 
+@endpoint(
+    "An attachment and its text",
+    {200: OBJECT},
+    path={"attachment_id": UUID_PATH},
+    errors=("attachment_not_found", "database_unavailable", "database_busy"),
+    tags=("sources",),
+)
 async def get_attachment(request: Request) -> Response:
     """Status, size and (once ``ready``) the extracted text of one attachment."""
     state = state_of(request)

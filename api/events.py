@@ -11,15 +11,18 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 from prometheus_client import Gauge
+from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from herald.api.auth import AuthError, Principal
 from herald.api.errors import ApiError
+from herald.api.openapi import SSE, endpoint
 from herald.api.sse import Closer, Emit, EventStreamResponse
 from herald.api.state import AppState, state_of
 from herald.api.tickets import stream_cookie_name
@@ -171,6 +174,35 @@ async def take_connection_slot(state: AppState, principal: Principal) -> str:
     return conn_id
 
 
+class StreamQuery(BaseModel):
+    topic: list[str] = Field(default_factory=list, description="a topic to add (repeatable)")
+    user: str | None = Field(None, description="admins: read this user's stream")
+    last_event_id: str | None = Field(None, description="resume after this cursor")
+
+
+STREAM_ERRORS = (
+    "bad_cursor",
+    "bad_topic",
+    "bad_user",
+    "unknown_topic",
+    "topic_forbidden",
+    "user_forbidden",
+    "too_many_connections",
+    "replay_budget_exhausted",
+    "server_busy",
+    "journal_unavailable",
+)
+
+
+@endpoint(
+    "The live SSE stream: the caller's events (and topics'), resumable by cursor",
+    {200: SSE},
+    auth="stream",
+    query=StreamQuery,
+    headers={"Last-Event-ID": "resume after this cursor (EventSource sends it)"},
+    errors=STREAM_ERRORS,
+    tags=("subscribe",),
+)
 async def stream_events(request: Request) -> Response | EventStreamResponse:
     if request.method == "HEAD":
         # Answering it would need the credential (and spend a ticket) for nothing.
@@ -268,6 +300,30 @@ def _collect(events: list[bytes], envelope: bytes) -> bytes:
     return b""
 
 
+class HistoryQuery(BaseModel):
+    topic: list[str] = Field(default_factory=list, description="a topic to add (repeatable)")
+    user: str | None = Field(None, description="admins: read this user's history")
+    after: str | None = Field(None, description="the cursor to read after")
+    limit: int = Field(100, ge=1, le=MAX_HISTORY_LIMIT, description="events per page")
+
+
+class HistoryPage(BaseModel):
+    """A page of envelopes, the cursor to read on, and any gap found."""
+
+    events: list[dict[str, Any]]
+    next_cursor: str | None
+    gap: dict[str, Any] | None
+    gaps: list[dict[str, Any]]
+
+
+@endpoint(
+    "Past events as JSON pages",
+    {200: HistoryPage},
+    auth="stream",
+    query=HistoryQuery,
+    errors=(*STREAM_ERRORS, "bad_limit"),
+    tags=("subscribe",),
+)
 async def history(request: Request) -> Response:
     """Past events as JSON pages: ``{"events", "next_cursor", "gap", "gaps"}``."""
     state = state_of(request)

@@ -12,50 +12,63 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from herald.api.openapi import OBJECT, Media, endpoint
+from herald.api.responses import NO_STORE, JSONResponse
 from herald.api.state import state_of
 from herald.journal.envelope import format_time
 
 __all__ = ["VERSION", "health_routes"]
 
 VERSION = "0.1.0"
-_NO_STORE = {"Cache-Control": "no-store"}
 
 
-def _json(body: object, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=_NO_STORE
-    )
-
-
+@endpoint(
+    "Liveness: touches neither Redis nor PostgreSQL",
+    {200: OBJECT},
+    auth="none",
+    tags=("operations",),
+)
 async def healthz(request: Request) -> Response:
     """Liveness: answers without touching Redis or PostgreSQL."""
     started_at = state_of(request).started_at
-    return _json(
+    return JSONResponse(
         {
             "status": "ok",
             "version": VERSION,
             "started_at": format_time(datetime.fromtimestamp(started_at, UTC)),
             "uptime_s": round(time.time() - started_at, 3),
-        }
+        },
+        headers=NO_STORE,
     )
 
 
+@endpoint(
+    "Deep checks: 200 ready or degraded, 503 not_ready",
+    {200: OBJECT, 503: OBJECT},
+    auth="none",
+    tags=("operations",),
+)
 async def readiness(request: Request) -> Response:
     """Deep checks: 200 ``ready`` or ``degraded``, 503 ``not_ready``."""
     state = state_of(request)
     report = await state.readiness.run(state)
-    return _json(report.to_json(), status=report.http_status)
+    return JSONResponse(report.to_json(), status_code=report.http_status, headers=NO_STORE)
 
 
+@endpoint(
+    "Prometheus metrics of this process",
+    {200: Media("text/plain")},
+    auth="none",
+    tags=("operations",),
+)
 async def metrics(_: Request) -> Response:
     """Prometheus text format, this process's counters only."""
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST, headers=_NO_STORE)
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST, headers=NO_STORE)
 
 
 health_routes = [

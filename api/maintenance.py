@@ -20,18 +20,16 @@ from starlette.routing import Route
 
 from herald.api.auth import require_role
 from herald.api.errors import ApiError
+from herald.api.openapi import UUID_PATH, endpoint
+from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
-from herald.api.sources import database_errors_as_503, json_response
+from herald.api.sources import database_errors_as_503
 from herald.api.state import AppState, state_of
 from herald.api.uploads import parse_id, require_workers
 from herald.journal.base import JournalUnavailable
 from herald.journal.maintenance import (
     DispatchFailed,
-    InvalidSchedule,
-    InvalidTimezone,
-    JobRunning,
     MaintenanceStore,
-    UnknownJob,
     dispatcher,
     publish_job_event,
 )
@@ -122,11 +120,42 @@ class RunStarted(BaseModel):
     status_url: str
 
 
+def _storable(key: str) -> bool:
+    # PostgreSQL text cannot hold NUL, so such a key can name no job.
+    return len(key) <= 200 and "\x00" not in key
+
+
+def _job_key(request: Request) -> str:
+    key: str = request.path_params["key"]
+    if not _storable(key):
+        raise ApiError(404, "job_not_found", f"no maintenance job {key[:200]!r}")
+    return key
+
+
 def _store(state: AppState) -> MaintenanceStore:
     engine, _ = require_workers(state)
     return MaintenanceStore(engine)
 
 
+class JobsQuery(BaseModel):
+    visible_in_ui: Literal["true", "false", "all"] = Field(
+        "true", description="false and all: admins only"
+    )
+
+
+@endpoint(
+    "Maintenance jobs",
+    {200: JobsPage},
+    query=JobsQuery,
+    errors=(
+        "bad_filter",
+        "role_missing",
+        "database_unavailable",
+        "database_busy",
+        "tasks_unavailable",
+    ),
+    tags=("maintenance",),
+)
 async def list_jobs(request: Request) -> Response:
     """``?visible_in_ui=true`` (default), ``false`` or ``all`` (the last two: admin)."""
     state = state_of(request)
@@ -139,50 +168,93 @@ async def list_jobs(request: Request) -> Response:
     visible = None if which == "all" else which == "true"
     async with database_errors_as_503():
         found = await _store(state).jobs(visible=visible)
-    return json_response({"jobs": [job.to_json(last_run=last) for job, last in found]})
+    return JSONResponse({"jobs": [job.to_json(last_run=last) for job, last in found]})
 
 
+@endpoint(
+    "One maintenance job",
+    {200: JobView},
+    errors=("job_not_found", "database_unavailable", "database_busy", "tasks_unavailable"),
+    tags=("maintenance",),
+)
 async def get_job(request: Request) -> Response:
     state = state_of(request)
     await state.principal(request)
-    key = request.path_params["key"]
+    key = _job_key(request)
     async with database_errors_as_503():
         found = await _store(state).job_with_last_run(key)
     if found is None:
         raise ApiError(404, "job_not_found", f"no maintenance job {key!r}")
     job, last = found
-    return json_response(job.to_json(last_run=last))
+    return JSONResponse(job.to_json(last_run=last))
 
 
+@endpoint(
+    "Change a job's schedule, time zone, params or enabled state (admin)",
+    {200: JobView},
+    body=JobPatch,
+    errors=(
+        "role_missing",
+        "job_not_found",
+        "invalid_schedule",
+        "invalid_timezone",
+        "database_unavailable",
+        "database_busy",
+        "tasks_unavailable",
+    ),
+    tags=("maintenance",),
+)
 async def patch_job(request: Request) -> Response:
     """Admin: change ``enabled``, ``schedule_cron`` (validated: 422 with the cron
     parser's reason), ``timezone`` (IANA) or ``params``."""
     state = state_of(request)
     require_role(await state.principal(request), "admin")
-    key = request.path_params["key"]
+    key = _job_key(request)
     body = parse_body(JobPatch, await read_json(request, limit=64 * 1024))
     store = _store(state)
-    try:
-        async with database_errors_as_503():
-            job = await store.update_job(key, body.changes())
-            found = await store.job_with_last_run(key)
-    except UnknownJob as e:
-        raise ApiError(404, e.code, str(e)) from e
-    except (InvalidSchedule, InvalidTimezone) as e:
-        raise ApiError(422, e.code, str(e)) from e
+    # UnknownJob, InvalidSchedule and InvalidTimezone map to 404/422 by their code.
+    async with database_errors_as_503():
+        job = await store.update_job(key, body.changes())
+        found = await store.job_with_last_run(key)
     view = job.to_json(last_run=found[1] if found else None)
     await publish_job_event(state.journal, view)
-    return json_response(view)
+    return JSONResponse(view)
 
 
+@endpoint(
+    "Start a run now (admin)",
+    {202: RunStarted},
+    errors=(
+        "role_missing",
+        "job_not_found",
+        "job_running",
+        "database_unavailable",
+        "database_busy",
+        "tasks_unavailable",
+    ),
+    tags=("maintenance",),
+)
 async def run_job(request: Request) -> Response:
     """Admin: start a run now → ``202 {"run_id", "status_url"}``; ``409 job_running``
     while the job has a run in progress."""
     state = state_of(request)
     require_role(await state.principal(request), "admin")
-    return await _start(state, request.path_params["key"])
+    return await _start(state, _job_key(request))
 
 
+@endpoint(
+    "Run retention now (admin)",
+    {202: RunStarted},
+    errors=(
+        "role_missing",
+        "job_not_found",
+        "job_running",
+        "database_unavailable",
+        "database_busy",
+        "tasks_unavailable",
+    ),
+    tags=("maintenance",),
+)
 async def run_retention(request: Request) -> Response:
     """Admin: "run retention now" — a run of the hidden ``retention_cleanup_manual``."""
     state = state_of(request)
@@ -197,18 +269,26 @@ async def _start(state: AppState, key: str) -> Response:
             run = await MaintenanceStore(engine).start_manual(
                 key, dispatcher(tasks, state.settings)
             )
-    except UnknownJob as e:
-        raise ApiError(404, e.code, str(e)) from e
-    except JobRunning as e:
-        raise ApiError(409, e.code, str(e)) from e
     except (DispatchFailed, TaskQueueError, JournalUnavailable, RedisError, OSError) as e:
         raise ApiError(
             503, "tasks_unavailable", "the task queue is unavailable; nothing was started"
         ) from e
     body = {"run_id": str(run.id), "status_url": f"/api/maintenance/runs/{run.id}"}
-    return json_response(body, status=202)
+    return JSONResponse(body, status_code=202)
 
 
+class RunsQuery(BaseModel):
+    limit: int = Field(50, ge=1, le=MAX_RUNS, description="runs per page")
+    job: str | None = Field(None, description="only this job's runs")
+
+
+@endpoint(
+    "Maintenance runs, newest first",
+    {200: RunsPage},
+    query=RunsQuery,
+    errors=("bad_limit", "database_unavailable", "database_busy", "tasks_unavailable"),
+    tags=("maintenance",),
+)
 async def list_runs(request: Request) -> Response:
     """Newest first: ``?limit=N`` (1..500, default 50), ``?job=KEY``."""
     state = state_of(request)
@@ -217,11 +297,22 @@ async def list_runs(request: Request) -> Response:
     if not raw.isdecimal() or not 1 <= int(raw) <= MAX_RUNS:
         raise ApiError(400, "bad_limit", f"limit must be a whole number from 1 to {MAX_RUNS}")
     job = request.query_params.get("job") or None
+    if job is not None and not _storable(job):
+        raise ApiError(
+            400, "bad_filter", "job must be a job key (printable, at most 200 characters)"
+        )
     async with database_errors_as_503():
         found = await _store(state).runs(limit=int(raw), job=job)
-    return json_response({"runs": [run.to_json() for run in found]})
+    return JSONResponse({"runs": [run.to_json() for run in found]})
 
 
+@endpoint(
+    "One maintenance run",
+    {200: RunView},
+    path={"run_id": UUID_PATH},
+    errors=("run_not_found", "database_unavailable", "database_busy", "tasks_unavailable"),
+    tags=("maintenance",),
+)
 async def get_run(request: Request) -> Response:
     state = state_of(request)
     await state.principal(request)
@@ -230,7 +321,7 @@ async def get_run(request: Request) -> Response:
         run = await _store(state).run(run_id)
     if run is None:
         raise _NO_RUN
-    return json_response(run.to_json())
+    return JSONResponse(run.to_json())
 
 
 routes = [

@@ -7,10 +7,8 @@ and a foreign message get the same opaque 404, so ids cannot be probed.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -28,11 +26,11 @@ from herald.api.events import (
     stream_started,
     take_connection_slot,
 )
+from herald.api.openapi import OBJECT, SSE, UUID_PATH, Media, endpoint
+from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
 from herald.api.sse import Closer, Emit, EventStreamResponse
 from herald.api.state import AppState, state_of
-from herald.journal.base import JournalUnavailable
-from herald.journal.envelope import EnvelopeTooLarge, InvalidEnvelope
 from herald.journal.messages.keys import channel_of, seq_key_of
 from herald.journal.messages.producer import MessageStreams
 from herald.journal.messages.store import (
@@ -44,7 +42,6 @@ from herald.journal.messages.store import (
     read_events,
     set_status,
 )
-from herald.journal.messages.writer import WriterOverloaded
 from herald.journal.positions import NAME_RE
 from herald.journal.runtime.db import DatabaseUnavailable
 from herald.journal.runtime.metrics import ENVELOPES_DELIVERED, SSE_CONNECTIONS
@@ -109,33 +106,12 @@ class FailBody(BaseModel):
     message: str = Field("the answer failed", max_length=500)
 
 
-def _json(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
 def _streams(state: AppState) -> MessageStreams:
     if state.messages is None or state.engine is None:
         raise ApiError(
             503, "messages_unavailable", "message streams need Redis and PostgreSQL configured"
         )
     return state.messages
-
-
-@contextlib.asynccontextmanager
-async def _faults_as_errors() -> AsyncIterator[None]:
-    """Infrastructure faults and bad events become JSON errors, never a 500."""
-    try:
-        yield
-    except DatabaseUnavailable as e:
-        raise ApiError(503, e.code, str(e), headers={"Retry-After": "2"}) from e
-    except JournalUnavailable as e:
-        raise ApiError(503, e.code, "Redis is unavailable; retry shortly") from e
-    except WriterOverloaded as e:
-        raise ApiError(503, e.code, str(e), headers={"Retry-After": "5"}) from e
-    except EnvelopeTooLarge as e:
-        raise ApiError(413, e.code, str(e)) from e
-    except InvalidEnvelope as e:
-        raise ApiError(422, e.code, str(e)) from e
 
 
 def _message_id(request: Request) -> uuid.UUID:
@@ -151,8 +127,7 @@ def _not_found() -> ApiError:
 
 async def _readable(state: AppState, principal: Principal, message_id: uuid.UUID) -> MessageInfo:
     streams = _streams(state)
-    async with _faults_as_errors():
-        info = await get_message(streams.engine, message_id)
+    info = await get_message(streams.engine, message_id)
     if info is None or (info.user_id != principal.user and not principal.has_any_role("admin")):
         raise _not_found()
     return info
@@ -170,6 +145,13 @@ async def _writable(state: AppState, principal: Principal, message_id: uuid.UUID
 # -- producer API -------------------------------------------------------------------
 
 
+@endpoint(
+    "Create a chat message (200: the id exists for this owner, a continuation)",
+    {201: OBJECT, 200: OBJECT},
+    body=CreateBody,
+    errors=("role_missing", "message_id_taken", "messages_unavailable", "database_unavailable"),
+    tags=("messages",),
+)
 async def create(request: Request) -> Response:
     """``POST /api/messages``: a new message owned by the caller, or by ``user`` for
     a ``service`` (or ``admin``) token.  Re-posting an existing id of the same owner
@@ -184,16 +166,34 @@ async def create(request: Request) -> Response:
             raise ApiError(403, "role_missing", "only a service token may create for another user")
         owner = body.user
     message_id = body.id or uuid.uuid4()
-    async with _faults_as_errors():
-        existed = await get_message(streams.engine, message_id)
-        try:
-            info, last = await create_message(streams.engine, message_id, owner)
-        except MessageOwnedElsewhere:
-            raise ApiError(409, "message_id_taken", "that message id is in use") from None
+    existed = await get_message(streams.engine, message_id)
+    try:
+        info, last = await create_message(streams.engine, message_id, owner)
+    except MessageOwnedElsewhere:
+        raise ApiError(409, "message_id_taken", "that message id is in use") from None
     body_out = {**info.to_json(), "last_sequence_no": last}
-    return _json(body_out, status=200 if existed else 201)
+    return JSONResponse(body_out, status_code=200 if existed else 201)
 
 
+@endpoint(
+    "Append events to a message (202: live, not yet stored)",
+    {201: OBJECT, 202: OBJECT},
+    body=AppendBody,
+    path={"id": UUID_PATH},
+    errors=(
+        "message_not_found",
+        "role_missing",
+        "messages_unavailable",
+        "database_unavailable",
+        "journal_unavailable",
+        "message_ended",
+        "terminal_event",
+        "writer_overloaded",
+        "envelope_too_large",
+        "invalid_envelope",
+    ),
+    tags=("messages",),
+)
 async def append(request: Request) -> Response:
     """``POST /api/messages/{id}/events``: one event ``{"type","payload"}`` or a batch
     ``{"events": [...]}``; published live at once, answered once stored (201), or
@@ -208,6 +208,25 @@ async def append(request: Request) -> Response:
     return await _publish(state, message_id, body.pairs(), None)
 
 
+@endpoint(
+    "End the message with an end event",
+    {201: OBJECT, 202: OBJECT},
+    body=CompleteBody,
+    body_required=False,
+    path={"id": UUID_PATH},
+    errors=(
+        "message_not_found",
+        "role_missing",
+        "messages_unavailable",
+        "database_unavailable",
+        "journal_unavailable",
+        "message_ended",
+        "writer_overloaded",
+        "envelope_too_large",
+        "invalid_envelope",
+    ),
+    tags=("messages",),
+)
 async def complete(request: Request) -> Response:
     """``POST /api/messages/{id}/complete``: the terminal ``end`` event, status complete."""
     state = state_of(request)
@@ -220,6 +239,25 @@ async def complete(request: Request) -> Response:
     return await _publish(state, message_id, [("end", body.payload)], "complete")
 
 
+@endpoint(
+    "End the message with an error event",
+    {201: OBJECT, 202: OBJECT},
+    body=FailBody,
+    body_required=False,
+    path={"id": UUID_PATH},
+    errors=(
+        "message_not_found",
+        "role_missing",
+        "messages_unavailable",
+        "database_unavailable",
+        "journal_unavailable",
+        "message_ended",
+        "writer_overloaded",
+        "envelope_too_large",
+        "invalid_envelope",
+    ),
+    tags=("messages",),
+)
 async def fail(request: Request) -> Response:
     """``POST /api/messages/{id}/fail``: the terminal ``error`` event, status failed."""
     state = state_of(request)
@@ -232,14 +270,27 @@ async def fail(request: Request) -> Response:
     )
 
 
+@endpoint(
+    "Keep the watchdog away",
+    {204: None},
+    path={"id": UUID_PATH},
+    errors=(
+        "message_not_found",
+        "role_missing",
+        "messages_unavailable",
+        "database_unavailable",
+        "journal_unavailable",
+        "message_ended",
+    ),
+    tags=("messages",),
+)
 async def heartbeat(request: Request) -> Response:
     """``POST /api/messages/{id}/heartbeat``: the producer is alive (204)."""
     state = state_of(request)
     principal = await state.principal(request)
     message_id = _message_id(request)
     await _writable(state, principal, message_id)
-    async with _faults_as_errors():
-        await set_status(_streams(state).engine, message_id)
+    await set_status(_streams(state).engine, message_id)
     return Response(status_code=204)
 
 
@@ -265,15 +316,15 @@ async def _publish(
                 "terminal_event",
                 f"{event_type!r} ends a message: use POST …/complete or …/fail",
             )
-    async with _faults_as_errors():
-        rows, mark = await streams.publish(message_id, events, floor=None)
-        stored = await streams.writer.wait_durable(mark, _STORE_WAIT_S)
-        if final is not None:
-            await set_status(streams.engine, message_id, final)  # type: ignore[arg-type]
-        else:
-            await set_status(streams.engine, message_id)  # the producer's heartbeat
-    return _json(
-        {"sequence_nos": [r.seq for r in rows], "stored": stored}, status=201 if stored else 202
+    rows, mark = await streams.publish(message_id, events, floor=None)
+    stored = await streams.writer.wait_durable(mark, _STORE_WAIT_S)
+    if final is not None:
+        await set_status(streams.engine, message_id, final)  # type: ignore[arg-type]
+    else:
+        await set_status(streams.engine, message_id)  # the producer's heartbeat
+    return JSONResponse(
+        {"sequence_nos": [r.seq for r in rows], "stored": stored},
+        status_code=201 if stored else 202,
     )
 
 
@@ -302,6 +353,35 @@ def _limits(state: AppState) -> ReaderLimits:
     )
 
 
+class MessageEventsQuery(BaseModel):
+    after: int | None = Field(None, ge=-1, description="the sequence number to read after")
+    format: Literal["json"] | None = Field(None, description="json: JSON pages instead of SSE")
+    limit: int = Field(100, ge=1, le=MAX_PAGE, description="format=json: events per page")
+
+
+@endpoint(
+    "The message's events after the cursor, then live (SSE), or JSON pages",
+    {
+        200: (SSE, Media("application/json", OBJECT, "format=json: a page of events")),
+        204: None,
+    },
+    auth="stream",
+    path={"id": UUID_PATH},
+    query=MessageEventsQuery,
+    headers={"Last-Event-ID": "resume after this sequence number"},
+    errors=(
+        "message_not_found",
+        "role_missing",
+        "messages_unavailable",
+        "database_unavailable",
+        "journal_unavailable",
+        "bad_cursor",
+        "bad_format",
+        "bad_limit",
+        "server_busy",
+    ),
+    tags=("messages",),
+)
 async def events(request: Request) -> Response | EventStreamResponse:
     """``GET /api/messages/{id}/events``: the events after the cursor, then live."""
     state = state_of(request)
@@ -310,11 +390,17 @@ async def events(request: Request) -> Response | EventStreamResponse:
     after = _cursor(request)
     info = await _readable(state, principal, message_id)
     streams = _streams(state)
-    if request.query_params.get("format") == "json":
+    form = request.query_params.get("format")
+    if form == "json":
         return await _json_page(request, streams, message_id, after, info)
+    if form is not None:
+        raise ApiError(
+            400, "bad_format", f"format must be 'json' (or left out for SSE), not {form[:40]!r}"
+        )
+    if "limit" in request.query_params:
+        raise ApiError(400, "bad_limit", "limit applies to format=json pages only")
     refuse_beyond_process_cap(state)
-    async with _faults_as_errors():
-        ahead = await read_events(streams.engine, message_id, after, 1)
+    ahead = await read_events(streams.engine, message_id, after, 1)
     if info.status != "streaming" and not ahead:
         # Nothing more will come: 204 tells EventSource to stop reconnecting.
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
@@ -365,8 +451,7 @@ async def _json_page(
     raw_limit = request.query_params.get("limit", "100")
     if not (raw_limit.isascii() and raw_limit.isdecimal()) or not 1 <= int(raw_limit) <= MAX_PAGE:
         raise ApiError(400, "bad_limit", f"limit must be a whole number 1..{MAX_PAGE}")
-    async with _faults_as_errors():
-        rows = await read_events(streams.engine, message_id, after, int(raw_limit))
+    rows = await read_events(streams.engine, message_id, after, int(raw_limit))
     envelopes: list[bytes] = []
     last, ended = after, False
     for row in rows:

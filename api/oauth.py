@@ -24,6 +24,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from herald.api.errors import ApiError
+from herald.api.openapi import OBJECT, endpoint
+from herald.api.responses import NO_STORE, JSONResponse
 from herald.api.schemas import parse_body, read_json
 from herald.api.state import AppState, state_of
 from herald.journal.base import Entry, JournalUnavailable
@@ -61,15 +63,6 @@ class ConnectBody(BaseModel):
     client_id: str | None = Field(None, min_length=1, max_length=256)
 
 
-def _json(body: object, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(body),
-        status_code=status,
-        media_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
-
-
 def _tasks(state: AppState) -> TaskQueue:
     if state.tasks is None:
         raise ApiError(503, "tasks_unavailable", "this server runs without a task queue")
@@ -85,6 +78,20 @@ def redirect_uri(state: AppState, request: Request) -> str:
     return base.rstrip("/") + CALLBACK_PATH
 
 
+@endpoint(
+    "Connect the caller to an MCP server with OAuth",
+    {202: OBJECT},
+    body=ConnectBody,
+    errors=(
+        "invalid_server_url",
+        "invalid_task",
+        "tasks_unavailable",
+        "task_queue_error",
+        "queue_unavailable",
+        "journal_unavailable",
+    ),
+    tags=("oauth",),
+)
 async def connect(request: Request) -> Response:
     """Queue a connection to an MCP server for the caller; 202 ``{task_id, status_url}``."""
     state = state_of(request)
@@ -110,7 +117,11 @@ async def connect(request: Request) -> Response:
         raise ApiError(422, e.code, str(e)) from e
     except (TaskQueueError, JournalUnavailable) as e:
         raise ApiError(503, e.code, "the task queue is unavailable; try again") from e
-    return _json({"task_id": task_id, "status_url": f"/api/oauth/{task_id}/status"}, status=202)
+    return JSONResponse(
+        {"task_id": task_id, "status_url": f"/api/oauth/{task_id}/status"},
+        status_code=202,
+        headers=NO_STORE,
+    )
 
 
 def _wants_html(request: Request) -> bool:
@@ -121,7 +132,7 @@ def _wants_html(request: Request) -> bool:
 
 def _page(request: Request, status: int, title: str, text: str, body: dict[str, Any]) -> Response:
     if not _wants_html(request):
-        return _json(body, status)
+        return JSONResponse(body, status, headers=NO_STORE)
     page = (
         "<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'>"
         f"<title>{html.escape(title)}</title>"
@@ -141,6 +152,25 @@ def _refuse(request: Request, code: str, detail: str) -> Response:
     )
 
 
+class CallbackQuery(BaseModel):
+    """The parameters the callback reads (``_MAX_PARAM``), each at most that long."""
+
+    state: str | None = Field(None, max_length=_MAX_PARAM["state"])
+    code: str | None = Field(None, max_length=_MAX_PARAM["code"])
+    error: str | None = Field(None, max_length=_MAX_PARAM["error"])
+    error_description: str | None = Field(None, max_length=_MAX_PARAM["error_description"])
+    iss: str | None = Field(None, max_length=_MAX_PARAM["iss"])
+
+
+@endpoint(
+    "The authorization server's redirect (its state is the credential)",
+    {200: OBJECT},
+    auth="none",
+    query=CallbackQuery,
+    errors=("invalid_request", "invalid_state", "missing_code", "tasks_unavailable"),
+    tags=("oauth",),
+    description="Answers an HTML page to browsers (Accept: text/html), JSON otherwise.",
+)
 async def callback(request: Request) -> Response:
     """The authorization server's redirect: hand the code (or its error) to the task.
 
@@ -250,6 +280,12 @@ def _ms(text: str | None) -> int:
         return 0
 
 
+@endpoint(
+    "The caller's OAuth task",
+    {200: OBJECT},
+    errors=("not_found", "tasks_unavailable", "journal_unavailable"),
+    tags=("oauth",),
+)
 async def status(request: Request) -> Response:
     """The caller's OAuth task as ``{task_id, status, ..., source}``; 404 if it is not
     theirs, not an OAuth task, or forgotten.
@@ -294,7 +330,9 @@ async def status(request: Request) -> Response:
         ):
             step = "expired"
         body = {"task_id": task_id, "status": step, **data, "time": envelope["time"]}
-        return _json({**body, "source": "journal", "event_id": str(entry.id)})
+        return JSONResponse(
+            {**body, "source": "journal", "event_id": str(entry.id)}, headers=NO_STORE
+        )
     if record is not None:
         # The stream was trimmed past the task's events: the status record still
         # knows the outcome (a deferred connect is waiting for its redirect).
@@ -305,7 +343,7 @@ async def status(request: Request) -> Response:
         if "error" in record:
             body["error"] = record["error"]
         body["time"] = record.get("finished_at") or record.get("updated_at")
-        return _json({**body, "source": "record"})
+        return JSONResponse({**body, "source": "record"}, headers=NO_STORE)
     raise not_found
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
+    RootModel,
     StrictBool,
     StrictInt,
     field_validator,
@@ -33,8 +34,10 @@ from starlette.routing import Route
 
 from herald.api.auth import require_role
 from herald.api.errors import ApiError
+from herald.api.openapi import UUID_PATH, endpoint
+from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
-from herald.api.sources import database_errors_as_503, json_response
+from herald.api.sources import database_errors_as_503
 from herald.api.state import AppState, state_of
 from herald.api.uploads import parse_id
 from herald.journal.page_events import (
@@ -128,6 +131,27 @@ class PageEventsPage(BaseModel):
     events: list[PageEventOut]
 
 
+class CurrentPageEvent(RootModel[PageEventOut | None]):
+    """The event that applies now, or ``null``."""
+
+
+class PageEventsQuery(BaseModel):
+    page_context: str | None = Field(None, description="only the events of this route")
+    active: Literal["true", "false"] | None = Field(None, description="by the is_active flag")
+    limit: int = Field(500, ge=1, le=MAX_LIST, description="events per page")
+    offset: int = Field(0, ge=0, le=10**9, description="events to skip")
+
+
+class CurrentQuery(BaseModel):
+    route: str | None = Field(
+        None, max_length=MAX_ROUTE, description="the page route, when X-Page-Route cannot be set"
+    )
+
+
+_ADMIN_ERRORS = ("role_missing", "database_unavailable", "database_busy")
+_ROUTE_HEADERS = {"X-Page-Route": "the page route the caller shows (wins over ?route=)"}
+
+
 def _service(state: AppState) -> PageEvents:
     if state.page_events is None:
         raise ApiError(
@@ -170,6 +194,13 @@ async def _announce(request: Request, data: dict[str, Any]) -> None:
     await publish_change(state.journal, data)
 
 
+@endpoint(
+    "Define a page event (admin)",
+    {201: PageEventOut},
+    body=PageEventBody,
+    errors=("unknown_filter_fields", *_ADMIN_ERRORS),
+    tags=("page events",),
+)
 async def create_event(request: Request) -> Response:
     """Admin: define an event → 201 with it."""
     state = state_of(request)
@@ -180,11 +211,10 @@ async def create_event(request: Request) -> Response:
     async with database_errors_as_503():
         event = await service.store.create(body.fields(), principal.user)
     await _announce(request, change_data(event.uid, event.page_context, "created"))
-    return json_response(event.to_json(), status=201)
+    return JSONResponse(event.to_json(), status_code=201)
 
 
-def _flag(request: Request, name: str) -> bool | None:
-    raw = request.query_params.get(name)
+def _flag(raw: str | None, name: str) -> bool | None:
     if raw is None:
         return None
     if raw not in ("true", "false"):
@@ -192,13 +222,20 @@ def _flag(request: Request, name: str) -> bool | None:
     return raw == "true"
 
 
-def _count(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name, str(default))
+def _count(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    raw = str(default) if raw is None else raw
     if not raw.isdecimal() or not low <= int(raw) <= high:
         raise ApiError(400, f"bad_{name}", f"{name} must be a whole number from {low} to {high}")
     return int(raw)
 
 
+@endpoint(
+    "Page events by route, newest first (admin)",
+    {200: PageEventsPage},
+    query=PageEventsQuery,
+    errors=("bad_filter", "bad_limit", "bad_offset", *_ADMIN_ERRORS),
+    tags=("page events",),
+)
 async def list_events(request: Request) -> Response:
     """Admin: ``?page_context=ROUTE``, ``?active=true|false`` (the ``is_active`` flag),
     ``?limit=`` (1..1000, default 500), ``?offset=``; by route, newest first."""
@@ -206,12 +243,12 @@ async def list_events(request: Request) -> Response:
     found = await _guarded(
         service.store.list_events(
             page_context=request.query_params.get("page_context"),
-            active=_flag(request, "active"),
-            limit=_count(request, "limit", 500, 1, MAX_LIST),
-            offset=_count(request, "offset", 0, 0, 10**9),
+            active=_flag(request.query_params.get("active"), "active"),
+            limit=_count(request.query_params.get("limit"), "limit", 500, 1, MAX_LIST),
+            offset=_count(request.query_params.get("offset"), "offset", 0, 0, 10**9),
         )
     )
-    return json_response({"events": [e.to_json() for e in found]})
+    return JSONResponse({"events": [e.to_json() for e in found]})
 
 
 async def _guarded(work: Any) -> Any:
@@ -219,15 +256,30 @@ async def _guarded(work: Any) -> Any:
         return await work
 
 
+@endpoint(
+    "One page event (admin)",
+    {200: PageEventOut},
+    path={"uid": UUID_PATH},
+    errors=("page_event_not_found", *_ADMIN_ERRORS),
+    tags=("page events",),
+)
 async def get_event(request: Request) -> Response:
     service = await _admin(request)
     uid = parse_id(request.path_params["uid"], _NOT_FOUND)
     event = await _guarded(service.store.get(uid))
     if event is None:
         raise _NOT_FOUND
-    return json_response(event.to_json())
+    return JSONResponse(event.to_json())
 
 
+@endpoint(
+    "Replace a page event (admin)",
+    {200: PageEventOut},
+    body=PageEventBody,
+    path={"uid": UUID_PATH},
+    errors=("page_event_not_found", "unknown_filter_fields", *_ADMIN_ERRORS),
+    tags=("page events",),
+)
 async def replace_event(request: Request) -> Response:
     """Admin: replace every field (what is left out takes its default)."""
     service = await _admin(request)
@@ -239,9 +291,16 @@ async def replace_event(request: Request) -> Response:
     before, after = found
     data = change_data(after.uid, after.page_context, "updated", before.page_context)
     await _announce(request, data)
-    return json_response(after.to_json())
+    return JSONResponse(after.to_json())
 
 
+@endpoint(
+    "Delete a page event (admin)",
+    {204: None},
+    path={"uid": UUID_PATH},
+    errors=("page_event_not_found", *_ADMIN_ERRORS),
+    tags=("page events",),
+)
 async def delete_event(request: Request) -> Response:
     service = await _admin(request)
     uid = parse_id(request.path_params["uid"], _NOT_FOUND)
@@ -252,16 +311,25 @@ async def delete_event(request: Request) -> Response:
     return Response(status_code=204)
 
 
+@endpoint(
+    "The page event that applies to a route now, or null",
+    {200: CurrentPageEvent},
+    query=CurrentQuery,
+    headers=_ROUTE_HEADERS,
+    errors=("bad_route", "ambiguous_page_event", "database_unavailable", "database_busy"),
+    tags=("page events",),
+)
 async def current_event(request: Request) -> Response:
     """Any credential: the event that applies to the page's route now, or null."""
     state = state_of(request)
     await state.principal(request)
-    route = request.headers.get(ROUTE_HEADER) or request.query_params.get("route") or ""
+    given = (request.headers.get(ROUTE_HEADER), request.query_params.get("route"))
+    if any(r is not None and len(r) > MAX_ROUTE for r in given):
+        raise ApiError(400, "bad_route", f"a page route has at most {MAX_ROUTE} characters")
+    route = given[0] or given[1] or ""
     headers = {"Cache-Control": "no-store"}
     if not route:
-        return json_response(None, headers=headers)
-    if len(route) > MAX_ROUTE:
-        raise ApiError(400, "bad_route", f"a page route has at most {MAX_ROUTE} characters")
+        return JSONResponse(None, headers=headers)
     service = _service(state)
     candidates = await _guarded(service.cache.candidates(route))
     try:
@@ -270,7 +338,7 @@ async def current_event(request: Request) -> Response:
         raise ApiError(
             409, e.code, str(e), extra={"uids": [str(u) for u in e.uids]}, headers=headers
         ) from e
-    return json_response(None if event is None else event.to_json(), headers=headers)
+    return JSONResponse(None if event is None else event.to_json(), headers=headers)
 
 
 routes = [

@@ -24,9 +24,11 @@ from starlette.routing import Route
 from herald.api.auth import Principal, require_role
 from herald.api.errors import ApiError
 from herald.api.events import readable_targets
+from herald.api.openapi import UUID_PATH, endpoint
 from herald.api.printer_status import PrinterStatusOut, status_of
+from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
-from herald.api.sources import database_errors_as_503, json_response
+from herald.api.sources import database_errors_as_503
 from herald.api.state import AppState, state_of
 from herald.api.uploads import parse_id
 from herald.journal.envelope import format_time
@@ -54,13 +56,18 @@ class PrinterCreate(PrinterSpec):
     Any host is accepted, private and loopback addresses included."""
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # "default: null" on a string field is not valid JSON Schema
+
+
 class PrinterUpdate(BaseModel):
     """``PATCH /api/printers/{id}``: the fields that are not the printer's identity."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str | None = Field(None, min_length=1, max_length=200)
-    community: str | None = Field(None, min_length=1, max_length=255)
+    # Left out: unchanged. Not nullable: null would reach the checks below.
+    name: str = Field(None, min_length=1, max_length=200, json_schema_extra=_no_default)  # type: ignore[assignment]
+    community: str = Field(None, min_length=1, max_length=255, json_schema_extra=_no_default)  # type: ignore[assignment]
 
     # The same rules as at registration.
     _name = field_validator("name")(printable_label)
@@ -130,6 +137,17 @@ async def _run(engine: AsyncEngine, work: Any) -> Any:
         return await run_in_transaction(engine, work)
 
 
+@endpoint(
+    "Register a printer (admin); 200 when it exists already",
+    {201: PrinterOut, 200: PrinterOut},
+    body=PrinterCreate,
+    errors=(
+        "role_missing",
+        "database_unavailable",
+        "database_busy",
+    ),
+    tags=("printers",),
+)
 async def create_printer(request: Request) -> Response:
     """Register a printer → 201, or 200 with the same id when it was registered."""
     state = await _admin(request)
@@ -139,16 +157,33 @@ async def create_printer(request: Request) -> Response:
         return await store.upsert_printer(conn, spec)
 
     printer, created = await _run(_engine(state), work)
-    return json_response(_out(printer, True), status=201 if created else 200)
+    return JSONResponse(_out(printer, True), status_code=201 if created else 200)
 
 
+@endpoint(
+    "The printers",
+    {200: PrinterListOut},
+    errors=(
+        "role_missing",
+        "database_unavailable",
+        "database_busy",
+    ),
+    tags=("printers",),
+)
 async def list_printers(request: Request) -> Response:
     state, principal = await _reader(request)
     found = await _run(_engine(state), store.list_printers)
     admin = principal.has_any_role("admin")
-    return json_response({"printers": [_out(p, admin) for p in found]})
+    return JSONResponse({"printers": [_out(p, admin) for p in found]})
 
 
+@endpoint(
+    "One printer",
+    {200: PrinterOut},
+    path={"printer_id": UUID_PATH},
+    errors=("role_missing", "database_unavailable", "database_busy", "printer_not_found"),
+    tags=("printers",),
+)
 async def get_printer(request: Request) -> Response:
     state, principal = await _reader(request)
     printer_id = parse_id(request.path_params["printer_id"], _NOT_FOUND)
@@ -159,9 +194,23 @@ async def get_printer(request: Request) -> Response:
     printer = await _run(_engine(state), work)
     if printer is None:
         raise _NOT_FOUND
-    return json_response(_out(printer, principal.has_any_role("admin")))
+    return JSONResponse(_out(printer, principal.has_any_role("admin")))
 
 
+@endpoint(
+    "Rename a printer or change its community (admin)",
+    {200: PrinterOut},
+    body=PrinterUpdate,
+    path={"printer_id": UUID_PATH},
+    errors=(
+        "role_missing",
+        "database_unavailable",
+        "database_busy",
+        "printer_not_found",
+        "printer_identity_immutable",
+    ),
+    tags=("printers",),
+)
 async def update_printer(request: Request) -> Response:
     state = await _admin(request)
     printer_id = parse_id(request.path_params["printer_id"], _NOT_FOUND)
@@ -181,9 +230,16 @@ async def update_printer(request: Request) -> Response:
     printer = await _run(_engine(state), work)
     if printer is None:
         raise _NOT_FOUND
-    return json_response(_out(printer, True))
+    return JSONResponse(_out(printer, True))
 
 
+@endpoint(
+    "Remove a printer (admin)",
+    {204: None},
+    path={"printer_id": UUID_PATH},
+    errors=("role_missing", "database_unavailable", "database_busy", "printer_not_found"),
+    tags=("printers",),
+)
 async def delete_printer(request: Request) -> Response:
     state = await _admin(request)
     printer_id = parse_id(request.path_params["printer_id"], _NOT_FOUND)
@@ -196,6 +252,13 @@ async def delete_printer(request: Request) -> Response:
     return Response(status_code=204)
 
 
+@endpoint(
+    "A printer's status from the probe's cache",
+    {200: PrinterStatusOut},
+    path={"printer_id": UUID_PATH},
+    errors=("role_missing", "database_unavailable", "database_busy", "printer_not_found"),
+    tags=("printers",),
+)
 async def printer_status(request: Request) -> Response:
     """The cached status of one printer; answers from PostgreSQL only."""
     state, _ = await _reader(request)
@@ -208,15 +271,25 @@ async def printer_status(request: Request) -> Response:
     if found is None:
         raise _NOT_FOUND
     printer, row = found
-    return json_response(status_of(printer, row, datetime.now(UTC)).model_dump())
+    return JSONResponse(status_of(printer, row, datetime.now(UTC)).model_dump())
 
 
+@endpoint(
+    "Every printer's cached status",
+    {200: PrinterStatusListOut},
+    errors=(
+        "role_missing",
+        "database_unavailable",
+        "database_busy",
+    ),
+    tags=("printers",),
+)
 async def all_statuses(request: Request) -> Response:
     """Every printer's cached status, by name: what a printers board shows."""
     state, _ = await _reader(request)
     rows = await _run(_engine(state), store.list_statuses)
     now = datetime.now(UTC)
-    return json_response({"printers": [status_of(p, row, now).model_dump() for p, row in rows]})
+    return JSONResponse({"printers": [status_of(p, row, now).model_dump() for p, row in rows]})
 
 
 routes = [

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from starlette.requests import Request
 
 from herald.api.errors import ApiError
+from herald.journal.envelope import TYPE_RE
 from herald.journal.positions import NAME_RE, Target
 
 __all__ = ["PublishBody", "parse_body", "read_json"]
@@ -21,7 +22,7 @@ class PublishBody(BaseModel):
 
     user: str | None = Field(None, pattern=NAME_RE.pattern)
     topic: str | None = Field(None, pattern=NAME_RE.pattern)
-    type: str
+    type: str = Field(json_schema_extra={"pattern": TYPE_RE.pattern})  # checked by the journal
     data: dict[str, Any]
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
     source: str | None = Field(None, min_length=1, max_length=512)

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from herald.api.errors import ApiError
+from herald.api.openapi import Media, endpoint
 
 __all__ = ["SCRIPT_HEADERS", "routes"]
 
@@ -39,11 +40,24 @@ async def _script(request: Request, path: Path) -> Response:
     return Response(body, media_type=_MEDIA_TYPE, headers=headers)
 
 
+@endpoint(
+    "The browser client (ES module)",
+    {200: Media("text/javascript"), 304: None},
+    auth="none",
+    tags=("pages",),
+)
 async def herald_js(request: Request) -> Response:
     """The browser client (clients/js/herald.js in the repository)."""
     return await _script(request, STATIC / "herald.js")
 
 
+@endpoint(
+    "A board of the live page (ES module)",
+    {200: Media("text/javascript"), 304: None},
+    auth="none",
+    errors=("not_found",),
+    tags=("pages",),
+)
 async def board(request: Request) -> Response:
     """One tab of the live page: an ES module exporting ``mount(container, ctx)``."""
     name = request.path_params["name"]

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 from sqlalchemy import delete, func, insert, select, update
@@ -30,6 +29,8 @@ from starlette.routing import Route
 
 from herald.api.auth import AuthError
 from herald.api.errors import ApiError
+from herald.api.openapi import OBJECT, UPLOAD, UPLOAD_ERRORS, UUID_PATH, endpoint
+from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
 from herald.api.state import state_of
 from herald.api.uploads import clean_text, parse_id, read_upload, require_workers
@@ -43,7 +44,6 @@ __all__ = [
     "INGEST_KIND",
     "database_errors_as_503",
     "enqueue_or_503",
-    "json_response",
     "load_or_404",
     "routes",
 ]
@@ -64,14 +64,6 @@ class ConnectorBody(BaseModel):
 
     connector: ConnectorSpec
     name: str | None = Field(None, min_length=1, max_length=255)
-
-
-def json_response(
-    body: object, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
-    )
 
 
 @contextlib.asynccontextmanager
@@ -96,7 +88,7 @@ async def load_or_404(
         body = await run_in_transaction(engine, load)
     if body is None:
         raise not_found
-    return json_response(body)
+    return JSONResponse(body)
 
 
 async def enqueue_or_503(tasks: TaskQueue, kind: str, owner: str, context: dict[str, Any]) -> str:
@@ -109,6 +101,24 @@ async def enqueue_or_503(tasks: TaskQueue, kind: str, owner: str, context: dict[
         ) from e
 
 
+@endpoint(
+    "Upload a file (multipart) or register a connector directory (JSON)",
+    {202: OBJECT},
+    body=ConnectorBody,
+    body_media=UPLOAD,
+    errors=(
+        *UPLOAD_ERRORS,
+        "connectors_disabled",
+        "connector_path_forbidden",
+        "invalid_connector_path",
+        "connector_path_not_directory",
+        "source_not_found",
+        "database_unavailable",
+        "database_busy",
+        "tasks_unavailable",
+    ),
+    tags=("sources",),
+)
 async def create_source(request: Request) -> Response:
     """``multipart/form-data`` with field ``file`` (and optional ``name``) uploads a
     file; JSON ``{"connector": {"path"}, "name"?}`` registers a directory."""
@@ -220,18 +230,45 @@ async def _queue_new(
 
 
 def _accepted(task_id: str, source_id: uuid.UUID) -> Response:
-    return json_response(
+    return JSONResponse(
         {"task_id": task_id, "source_id": str(source_id)},
-        status=202,
+        status_code=202,
         headers={"Location": f"/api/sources/{source_id}"},
     )
 
 
+@endpoint(
+    "Ingest a source again",
+    {202: OBJECT},
+    path={"source_id": UUID_PATH},
+    errors=(
+        "source_not_found",
+        "database_unavailable",
+        "database_busy",
+        "tasks_unavailable",
+    ),
+    tags=("sources",),
+)
 async def reingest(request: Request) -> Response:
     """Ingest a source again from scratch (stored bytes, or the whole directory)."""
     return await _requeue(request, "reingest", connectors_only=False)
 
 
+@endpoint(
+    "Re-read a connector's directory",
+    {202: OBJECT},
+    path={"source_id": UUID_PATH},
+    errors=(
+        "source_not_found",
+        "database_unavailable",
+        "database_busy",
+        "tasks_unavailable",
+        "not_a_connector",
+        "connectors_disabled",
+        "connector_path_forbidden",
+    ),
+    tags=("sources",),
+)
 async def sync(request: Request) -> Response:
     """Bring a connector source up to date with its directory."""
     return await _requeue(request, "connector", connectors_only=True)
@@ -286,6 +323,18 @@ async def _requeue(request: Request, operation: str, *, connectors_only: bool) -
     return _accepted(task_id, source_id)
 
 
+@endpoint(
+    "A source's state and files",
+    {200: OBJECT},
+    path={"source_id": UUID_PATH},
+    errors=(
+        "source_not_found",
+        "database_unavailable",
+        "database_busy",
+        "tasks_unavailable",
+    ),
+    tags=("sources",),
+)
 async def get_source(request: Request) -> Response:
     """The source, its totals and its files (``limited`` when the token cap cut it)."""
     state = state_of(request)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 from starlette.requests import Request
@@ -20,6 +19,8 @@ from starlette.routing import Route
 
 from herald.api.auth import require_role
 from herald.api.errors import ApiError
+from herald.api.openapi import OBJECT, endpoint
+from herald.api.responses import JSONResponse
 from herald.api.schemas import parse_body, read_json
 from herald.api.state import AppState, state_of
 from herald.journal.base import JournalUnavailable
@@ -49,10 +50,6 @@ class TaskBody(BaseModel):
     events: str = Field("", pattern=f"^$|{KIND_RE.pattern}", max_length=200)
 
 
-def _json(body: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
 def _queue(state: AppState) -> TaskQueue:
     if state.tasks is None:
         raise ApiError(
@@ -61,6 +58,21 @@ def _queue(state: AppState) -> TaskQueue:
     return state.tasks
 
 
+@endpoint(
+    "Queue a task (roles admin, service)",
+    {202: OBJECT},
+    body=TaskBody,
+    errors=(
+        "role_missing",
+        "task_too_large",
+        "envelope_too_large",
+        "invalid_task",
+        "invalid_envelope",
+        "queue_unavailable",
+        "tasks_unavailable",
+    ),
+    tags=("tasks",),
+)
 async def enqueue(request: Request) -> Response:
     """Queue a task (roles admin or service) → ``202 {"task_id", "status_url"}``.
 
@@ -90,9 +102,17 @@ async def enqueue(request: Request) -> Response:
         raise ApiError(422, e.code, str(e)) from e
     except (TaskQueueUnavailable, JournalUnavailable, RedisError, OSError) as e:
         raise ApiError(503, "queue_unavailable", "the task queue is unavailable; retry") from e
-    return _json({"task_id": task_id, "status_url": f"/api/tasks/{task_id}"}, status=202)
+    return JSONResponse(
+        {"task_id": task_id, "status_url": f"/api/tasks/{task_id}"}, status_code=202
+    )
 
 
+@endpoint(
+    "A task's state, for its owner or an admin",
+    {200: OBJECT},
+    errors=("not_found", "queue_unavailable", "tasks_unavailable"),
+    tags=("tasks",),
+)
 async def task_status(request: Request) -> Response:
     """The task's status and, once final, its result or error.  The owner and admins
     may look; anyone else gets the same 404 as for an unknown task."""
@@ -106,7 +126,7 @@ async def task_status(request: Request) -> Response:
         raise ApiError(503, "queue_unavailable", "the task queue is unavailable; retry") from e
     if found is None or (found["user"] != principal.user and not principal.has_any_role("admin")):
         raise ApiError(404, "not_found", f"no task {task_id!r}")
-    return _json(found)
+    return JSONResponse(found)
 
 
 routes = [

@@ -22,27 +22,17 @@ from starlette.routing import Route
 from herald.api.errors import ApiError
 from herald.api.members.directory import DirectoryNotConfigured, Lookup, MemberLookupError
 from herald.api.members.mapping import parse_member_uuid
+from herald.api.openapi import UUID_PATH, endpoint
 from herald.api.state import AppState, state_of
 from herald.journal.base import try_publish
 from herald.journal.positions import Target
 from herald.journal.runtime.metrics import MEMBER_LOOKUPS
 
-__all__ = ["LOOKUP_STATUS", "MemberVerification", "routes"]
+__all__ = ["MemberVerification", "routes"]
 
 log = logging.getLogger("herald.api.members")
 
 EVENT_SOURCE = "/herald/members"
-
-# What each lookup failure answers over HTTP.
-LOOKUP_STATUS = {
-    "member_not_found": 404,
-    "upstream_rate_limited": 429,
-    "upstream_unavailable": 503,
-    "upstream_invalid": 503,
-    "upstream_unauthorized": 503,
-    "member_directory_busy": 503,
-    "member_directory_not_configured": 503,
-}
 
 
 class MemberVerification(BaseModel):
@@ -77,6 +67,23 @@ async def _lookup(state: AppState, member_uuid: str) -> Lookup:
     return await state.members.verify(member_uuid)
 
 
+@endpoint(
+    "Verify a member by uuid (cached)",
+    {200: MemberVerification},
+    path={"uuid": UUID_PATH},
+    errors=(
+        "invalid_uuid",
+        "member_not_found",
+        "upstream_rate_limited",
+        "upstream_unavailable",
+        "upstream_invalid",
+        "upstream_unauthorized",
+        "member_directory_busy",
+        "member_directory_not_configured",
+        "member_lookup_failed",
+    ),
+    tags=("members",),
+)
 async def verify_member(request: Request) -> Response:
     """Verify a member by uuid for any signed-in caller (see the module docstring)."""
     state = state_of(request)
@@ -96,8 +103,7 @@ async def verify_member(request: Request) -> Response:
             "member.verification_failed",
             {**data, "reason": e.code, "detail": str(e)},
         )
-        headers = None if e.retry_after_s is None else {"Retry-After": str(e.retry_after_s)}
-        raise ApiError(LOOKUP_STATUS.get(e.code, 503), e.code, str(e), headers=headers) from e
+        raise  # answered by its code (herald.api.errors.ERRORS), with its Retry-After
     MEMBER_LOOKUPS.labels(outcome="cached" if lookup.cached else "verified").inc()
     body = MemberVerification(full_name=lookup.member.full_name, email=lookup.member.email)
     await _announce(

@@ -13,7 +13,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "ExtractionType",
@@ -80,6 +80,14 @@ class PageEventFilters(BaseModel):
     search: str | None = _Text
     author: str | None = _Text
     tags: list[str] | None = Field(None, max_length=MAX_ITEMS)
+
+    @field_validator("published_from", "published_to", mode="before")
+    @classmethod
+    def _calendar_day(cls, value: Any) -> Any:
+        # JSON gives a day as "YYYY-MM-DD"; a number would be read as a Unix time.
+        if value is not None and not isinstance(value, str | date):
+            raise ValueError("give a calendar day as YYYY-MM-DD")
+        return value
 
     @model_validator(mode="after")
     def _checks(self) -> PageEventFilters:

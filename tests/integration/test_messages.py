@@ -255,6 +255,8 @@ async def test_http_producer_api_and_its_errors(server: HeraldProcess, unique: s
                 "message_not_found",
             ),
             ("GET", f"{base}/events?after=x", None, auth, 400, "bad_cursor"),
+            ("GET", f"{base}/events?format=xml", None, auth, 400, "bad_format"),
+            ("GET", f"{base}/events?limit=5", None, auth, 400, "bad_limit"),
             ("GET", "/api/messages/not-a-uuid/events", None, auth, 404, "message_not_found"),
             ("GET", f"/api/messages/{uuid.uuid4()}/events", None, auth, 404, "message_not_found"),
             ("GET", f"{base}/events", None, {}, 401, "missing_token"),

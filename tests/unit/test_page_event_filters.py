@@ -84,6 +84,8 @@ def test_unknown_fields_are_named_all_at_once():
         {"release_rights": "public"},
         {"published_from": "2026-02-30"},
         {"published_from": "2026-03-02", "published_to": "2026-03-01"},
+        {"published_to": 0},  # a number would be read as a Unix time
+        {"published_from": 1767225600},
         {"tags": [""]},
         {"search": ""},
     ],
