@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from herald.api.errors import ApiError
 from herald.journal.positions import NAME_RE, Target
+from herald.journal.storable import unstorable
 
 __all__ = ["PublishBody", "parse_body", "read_json"]
 
@@ -49,9 +50,19 @@ async def read_json(request: Request, limit: int) -> Any:
             raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
         chunks.append(chunk)
     try:
-        return orjson.loads(b"".join(chunks))
+        value = orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError as e:
         raise ApiError(422, "invalid_json", f"the body is not valid JSON: {e}") from e
+    # Every JSON body may end up in PostgreSQL, which cannot store U+0000: refused
+    # here, one request's payload can never fail a batch shared with others.
+    if (where := unstorable(value)) is not None:
+        raise ApiError(
+            422,
+            "invalid_character",
+            f"{where} contains U+0000 (NUL), which cannot be stored",
+            extra={"problems": [{"field": where, "problem": "contains U+0000"}]},
+        )
+    return value
 
 
 def parse_body(model: type[M], raw: Any) -> M:

@@ -46,6 +46,7 @@ from herald.journal.messages.writer import MessageWriter, Row
 from herald.journal.runtime.clients import make_redis
 from herald.journal.runtime.db import DatabaseUnavailable, make_engine
 from herald.journal.runtime.settings import Settings
+from herald.journal.storable import unstorable
 
 __all__ = ["MessageStream", "MessageStreams", "connect"]
 
@@ -89,6 +90,8 @@ class MessageStreams:
             )
         if not isinstance(payload, dict):
             raise InvalidEnvelope(f"payload must be a JSON object, not {type(payload).__name__}")
+        if (where := unstorable(payload, "payload")) is not None:
+            raise InvalidEnvelope(f"{where} contains U+0000 (NUL), which PostgreSQL cannot store")
         try:
             payload_json = orjson.dumps(payload)
         except TypeError as e:

@@ -33,6 +33,7 @@ __all__ = [
     "WRITER_FLUSH_ROWS",
     "WRITER_FLUSH_SECONDS",
     "WRITER_OVERLOADED",
+    "WRITER_POISON_ROWS",
     "count_published",
     "type_prefix",
 ]
@@ -64,6 +65,10 @@ WRITER_FLUSH_SECONDS = Histogram(
 WRITER_FAILURES = Counter("herald_writer_flush_failures", "Message-writer flushes that failed.")
 WRITER_OVERLOADED = Counter(
     "herald_writer_overloaded", "Emits refused because the writer's buffer was full."
+)
+WRITER_POISON_ROWS = Counter(
+    "herald_writer_poison_rows",
+    "Message events the database refused for their content, dropped so others are stored.",
 )
 WRITER_BACKLOG = Gauge(
     "herald_writer_backlog", "Events buffered by message writers, not yet flushed."
