@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     redis_socket_timeout_s: float = Field(
         5.0,
         gt=0,
-        description="Socket timeout for Redis commands (blocking reads use their own client).",
+        description="Deadline of every Redis command, script and pipeline, retries included (then 503 `journal_unavailable`); also how long an unanswered PING on the pub/sub connection means Redis is dead. Blocking reads use their own client.",
     )
     redis_health_check_interval_s: int = Field(
         15, ge=0, description="Ping an idle pooled connection before use after this many seconds."
