@@ -161,6 +161,26 @@ class Settings(BaseSettings):
         ge=1,
         description="Concurrent SSE streams one process serves (`GET /api/events` and message streams together); beyond it new streams get HTTP 503 and readiness reports `degraded` (`stale` from 90 %).",
     )
+    http_max_connections: int | None = Field(
+        None,
+        ge=2,
+        description="Open HTTP connections one process accepts (idle and streaming alike); beyond it a new connection gets 503 `server_busy` and is closed. Empty: `HERALD_MAX_CONNECTIONS` + 256, so plain requests still answer while the SSE cap is reached. Must exceed `HERALD_MAX_CONNECTIONS`.",
+    )
+    http_max_header_bytes: int = Field(
+        65536,
+        ge=1024,
+        description="Largest request line plus headers accepted; beyond it the request gets 431 and the connection is closed.",
+    )
+    http_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Time a connection has to send a complete request line and headers (from when it opened, or when its previous response ended); then it is closed.",
+    )
+    http_keepalive_s: float = Field(
+        5.0,
+        gt=0,
+        description="An idle keep-alive connection (no request after its last response) is closed after this long.",
+    )
     connection_lease_s: int = Field(
         30,
         ge=3,
@@ -515,6 +535,22 @@ class Settings(BaseSettings):
         if self.printer_stale_s < self.printer_fresh_s:
             raise ValueError("HERALD_PRINTER_STALE_S must not be below HERALD_PRINTER_FRESH_S")
         return self
+
+    @model_validator(mode="after")
+    def _http_cap(self) -> Settings:
+        if self.http_max_connections is not None and (
+            self.http_max_connections <= self.max_connections
+        ):
+            raise ValueError(
+                "HERALD_HTTP_MAX_CONNECTIONS must exceed HERALD_MAX_CONNECTIONS "
+                "(every SSE stream is an HTTP connection, and plain requests need room too)"
+            )
+        return self
+
+    @property
+    def http_connection_cap(self) -> int:
+        """Open HTTP connections one process accepts (``HERALD_HTTP_MAX_CONNECTIONS``)."""
+        return self.http_max_connections or self.max_connections + 256
 
     @property
     def embedded(self) -> bool:

@@ -116,10 +116,14 @@ async def test_requests_answer_503_and_streams_end_while_redis_is_frozen(
     admin = {"Authorization": f"Bearer {server.token('ops', 'admin')}"}
     body = {"user": unique, "type": "test.frozen", "data": {}}
     async with open_sse(http, "/api/events", token) as stream:
-        assert (await http.post("/api/publish", json=body, headers=admin)).status_code == 201
+        # The stream is live once an event published after it opened arrives.
+        first = asyncio.ensure_future(stream.next_event())
         async with asyncio.timeout(10):
-            first = await stream.next_event()
-        assert first.json()["type"] == "test.frozen", first
+            while not first.done():
+                r = await http.post("/api/publish", json=body, headers=admin)
+                assert r.status_code == 201
+                await asyncio.wait([first], timeout=0.2)
+        assert first.result().json()["type"] == "test.frozen"
         frozen.freeze()
         frozen_at = time.monotonic()
 
