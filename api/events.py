@@ -127,8 +127,13 @@ async def charge_if_replaying(
         backlog = await session.has_backlog(from_start=from_start)
     except JournalUnavailable as e:
         raise ApiError(503, e.code, "the journal is unavailable; retry shortly") from e
-    if not backlog:
-        return
+    if backlog:
+        await charge_replay(state, principal)
+
+
+async def charge_replay(state: AppState, principal: Principal) -> None:
+    """Charge one replay to the caller's budget; 429 ``replay_budget_exhausted`` when
+    it is spent (a denied request does not extend its own window)."""
     async with _journal_errors_as_503():
         wait_s = await state.budgets.charge_replay(principal.user)
     if wait_s > 0:

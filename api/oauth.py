@@ -241,12 +241,14 @@ def _task_of(entry: Entry) -> str | None:
     return data.get("task_id") if isinstance(data, dict) else None
 
 
-def _ms(text: str | None) -> int:
-    if not text:
+def _ms(text: object) -> int:
+    """Milliseconds of an RFC 3339 time; 0 for anything else (stored fields are data
+    a publisher wrote, and their type is not guaranteed)."""
+    if not isinstance(text, str) or not text:
         return 0
     try:
         return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
+    except (ValueError, OverflowError):
         return 0
 
 
@@ -262,7 +264,7 @@ async def status(request: Request) -> Response:
     principal = await state.principal(request)
     task_id = request.path_params["task_id"]
     not_found = ApiError(404, "not_found", f"no OAuth task {task_id!r} for this user")
-    if not NAME_RE.match(task_id):
+    if not NAME_RE.fullmatch(task_id):
         raise not_found
     try:
         record = await _tasks(state).status(task_id)
@@ -279,7 +281,8 @@ async def status(request: Request) -> Response:
         raise ApiError(503, e.code, "the journal is unavailable; try again") from e
     if entry is not None:
         envelope = orjson.loads(entry.envelope)
-        data = {k: v for k, v in envelope["data"].items() if k != "task_id"}
+        raw = envelope.get("data")
+        data = {k: v for k, v in raw.items() if k != "task_id"} if isinstance(raw, dict) else {}
         step = entry.type[len(EVENTS) + 1 :]
         if step == "failed":
             data = {
@@ -299,8 +302,9 @@ async def status(request: Request) -> Response:
         # The stream was trimmed past the task's events: the status record still
         # knows the outcome (a deferred connect is waiting for its redirect).
         step = record.get("status", "")
+        step = step if isinstance(step, str) else ""
         body = {"task_id": task_id, "status": _RECORD_STATUS.get(step, step)}
-        if "result" in record:
+        if isinstance(record.get("result"), dict):
             body.update(record["result"])
         if "error" in record:
             body["error"] = record["error"]

@@ -46,7 +46,7 @@ async def herald_js(request: Request) -> Response:
 async def board(request: Request) -> Response:
     """One tab of the live page: an ES module exporting ``mount(container, ctx)``."""
     name = request.path_params["name"]
-    if not _BOARD_RE.match(name):
+    if not _BOARD_RE.fullmatch(name):
         raise ApiError(404, "not_found", f"no board {name!r}")
     return await _script(request, STATIC / "boards" / f"{name}.js")
 

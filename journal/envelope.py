@@ -105,7 +105,7 @@ def prepare(
     Raises ``InvalidEnvelope`` (type pattern, data not an object, data not JSON-able)
     or ``EnvelopeTooLarge`` (the size check counts the longest id the stream can give).
     """
-    if not isinstance(type_, str) or not TYPE_RE.match(type_):
+    if not isinstance(type_, str) or not TYPE_RE.fullmatch(type_):
         raise InvalidEnvelope(
             f"type {type_!r} must match {TYPE_RE.pattern} (e.g. 'source.ingest.progress')"
         )

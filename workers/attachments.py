@@ -47,7 +47,8 @@ async def extract_attachment(ctx: TaskContext) -> dict[str, Any]:
         row = (
             await conn.execute(
                 update(attachments)
-                .where(attachments.c.id == attachment_id)
+                # Only the task's owner's attachment (see ingest: service tokens).
+                .where(attachments.c.id == attachment_id, attachments.c.user_id == ctx.owner)
                 .values(status="processing", error=None, updated_at=func.now())
                 .returning(attachments.c.filename, attachments.c.content)
             )
@@ -56,7 +57,9 @@ async def extract_attachment(ctx: TaskContext) -> dict[str, Any]:
 
     found = await run_in_transaction(engine, start)
     if found is None:
-        raise TaskError("attachment_not_found", "the attachment no longer exists", retry=False)
+        raise TaskError(
+            "attachment_not_found", "the task's owner has no such attachment", retry=False
+        )
     filename, content = found
     try:
         text = await asyncio.to_thread(extract_text, filename, content)

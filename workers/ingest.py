@@ -47,9 +47,11 @@ async def ingest_source(ctx: TaskContext) -> dict[str, Any]:
         source_id = uuid.UUID(str(ctx.payload["source_id"]))
     except (KeyError, ValueError) as e:
         raise TaskError("bad_payload", "the task has no valid source_id", retry=False) from e
-    source = await run_in_transaction(engine, lambda c: _start(c, source_id))
+    # The task's owner must own the source: a service token may enqueue for any
+    # user, and must not reach another user's source that way.
+    source = await run_in_transaction(engine, lambda c: _start(c, source_id, ctx.owner))
     if source is None:
-        raise TaskError("source_not_found", "the source no longer exists", retry=False)
+        raise TaskError("source_not_found", "the task's owner has no such source", retry=False)
     try:
         if source.kind == "connector":
             # A limited source may have room now, and a reingest means everything.
@@ -74,11 +76,11 @@ class _Source:
     limited: bool
 
 
-async def _start(conn: AsyncConnection, source_id: uuid.UUID) -> _Source | None:
+async def _start(conn: AsyncConnection, source_id: uuid.UUID, owner: str) -> _Source | None:
     row = (
         await conn.execute(
             update(sources)
-            .where(sources.c.id == source_id)
+            .where(sources.c.id == source_id, sources.c.user_id == owner)
             .values(status="ingesting", error=None, updated_at=func.now())
             .returning(sources.c.id, sources.c.kind, sources.c.location, sources.c.limited)
         )

@@ -84,7 +84,7 @@ class MessageStreams:
         self, message_id: uuid.UUID, event_type: str, payload: Any
     ) -> tuple[str, bytes, datetime]:
         """Validate one event; returns its payload JSON, envelope tail and time."""
-        if not isinstance(event_type, str) or not EVENT_TYPE_RE.match(event_type):
+        if not isinstance(event_type, str) or not EVENT_TYPE_RE.fullmatch(event_type):
             raise InvalidEnvelope(
                 f"event type {event_type!r} must match {EVENT_TYPE_RE.pattern} (e.g. 'answer')"
             )

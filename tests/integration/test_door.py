@@ -14,6 +14,7 @@ import pytest
 from herald.api.app import create_app
 from herald.api.auth import Authenticator
 from herald.api.state import AppState, open_state
+from herald.journal.positions import Target
 from herald.journal.runtime.settings import Settings
 from tests.conftest import REDIS_URL
 
@@ -34,7 +35,9 @@ class Door:
 
 @pytest.fixture
 async def door(migrated_database: str) -> AsyncIterator[Door]:
-    settings = Settings.load(redis_url=REDIS_URL, database_url=migrated_database, jwt_secret=SECRET)
+    settings = Settings.load(
+        redis_url=REDIS_URL, database_url=migrated_database, jwt_secret=SECRET, replay_budget=3
+    )
     auth = Authenticator(settings)
     async with open_state(settings, auth) as state:
         app = create_app(settings, state=state)
@@ -93,3 +96,58 @@ async def test_nul_anywhere_in_a_json_body_is_refused_with_422(door: Door, path:
     r = await door.http.post(path, json=body, headers=door.bearer("ops", "admin", "service"))
     assert r.status_code == 422, r.text
     assert r.json()["error"] == "invalid_character"
+
+
+# -- 7: small things that were a 500 or went around a limit ------------------------------
+
+
+@pytest.mark.parametrize("cursor", ["--1", "-", "1-", "- 1", "\uff11", "9" * 13, "-2"])
+async def test_a_malformed_message_cursor_is_a_400(door: Door, unique: str, cursor: str):
+    mid = await _message(door, unique)
+    r = await door.http.get(
+        f"/api/messages/{mid}/events",
+        params={"after": cursor, "format": "json"},
+        headers=door.bearer(unique),
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "bad_cursor"
+
+
+async def test_message_history_reads_spend_the_replay_budget(door: Door, unique: str):
+    mid = await _message(door, unique)
+    auth = door.bearer(unique)
+    appended = await door.http.post(
+        f"/api/messages/{mid}/events", json={"type": "answer", "payload": {}}, headers=auth
+    )
+    assert appended.status_code == 201
+    page = {"format": "json", "after": "-1"}
+    statuses = [
+        (await door.http.get(f"/api/messages/{mid}/events", params=page, headers=auth)).status_code
+        for _ in range(4)
+    ]
+    assert statuses == [200, 200, 200, 429]
+    # Reading past the end replays nothing and costs nothing.
+    tail = {"format": "json", "after": "0"}
+    r = await door.http.get(f"/api/messages/{mid}/events", params=tail, headers=auth)
+    assert r.status_code == 200 and r.json()["events"] == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"expires_at": 5},
+        {"expires_at": ["2026-01-01T00:00:00Z"]},
+        {"expires_at": "not a time"},
+        {"code": {"nested": True}},
+    ],
+)
+async def test_oauth_status_with_odd_stored_fields_is_not_a_500(
+    door: Door, unique: str, data: dict
+):
+    task_id = f"t{uuid.uuid4().hex[:12]}"
+    await door.state.journal.publish(
+        Target.user(unique), "mcp.oauth.awaiting_redirect", {"task_id": task_id, **data}
+    )
+    r = await door.http.get(f"/api/oauth/{task_id}/status", headers=door.bearer(unique))
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "awaiting_redirect"
