@@ -79,7 +79,8 @@ class Settings(BaseSettings):
         description="How long an idempotency key returns the first publish's id instead of publishing again.",
     )
     default_source: str = Field(
-        "/herald", description="CloudEvents `source` used when a publisher gives none."
+        "/herald",
+        description="CloudEvents `source` prefix used when a publisher gives none; the stream's path follows it (`/herald/users/alice`).",
     )
 
     # Auth.
