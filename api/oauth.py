@@ -15,6 +15,7 @@ import html
 import re
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +28,7 @@ from herald.api.errors import ApiError
 from herald.api.schemas import parse_body, read_json
 from herald.api.state import AppState, state_of
 from herald.journal.base import Entry, JournalUnavailable
+from herald.journal.oauth.addresses import literal_refusal, parse_networks
 from herald.journal.oauth.pending import PendingAuthorizations, UnsafeUrl, check_url
 from herald.journal.positions import NAME_RE, ZERO_ID, StreamId, Target
 from herald.journal.tasks.queue import InvalidTask, TaskQueue, TaskQueueError
@@ -94,6 +96,17 @@ async def connect(request: Request) -> Response:
         server_url = check_url(body.server_url, "server_url")
     except UnsafeUrl as e:
         raise ApiError(422, "invalid_server_url", str(e)) from e
+    # A literal address (or localhost) is refused here; names are resolved and
+    # checked by the worker before it connects anywhere.
+    allowed = parse_networks(state.settings.oauth_allowed_networks)
+    reason = literal_refusal(urlsplit(server_url).hostname or "", allowed)
+    if reason is not None:
+        raise ApiError(
+            422,
+            "invalid_server_url",
+            f"server_url points at a {reason} address; Herald does not connect there "
+            "(HERALD_OAUTH_ALLOWED_NETWORKS can allow a network)",
+        )
     payload: dict[str, Any] = {
         "server_url": server_url,
         "redirect_uri": redirect_uri(state, request),

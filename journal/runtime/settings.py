@@ -331,6 +331,10 @@ class Settings(BaseSettings):
         le=3600,
         description="How long an OAuth authorization URL stays usable: the browser must come back to the callback within this time.",
     )
+    oauth_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description='JSON list of networks (CIDR) the OAuth worker may reach although they are loopback, private, link-local or otherwise not global, e.g. `["10.20.0.0/16"]` for a self-hosted authorization server. Empty: only global addresses.',
+    )
     oauth_http_timeout_s: float = Field(
         10.0,
         gt=0,
@@ -536,6 +540,15 @@ class Settings(BaseSettings):
         if self.printer_stale_s < self.printer_fresh_s:
             raise ValueError("HERALD_PRINTER_STALE_S must not be below HERALD_PRINTER_FRESH_S")
         return self
+
+    @field_validator("oauth_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, v: object) -> object:
+        from herald.journal.oauth.addresses import parse_networks
+
+        if isinstance(v, list):
+            parse_networks(str(x) for x in v)  # raises ValueError naming the bad one
+        return v
 
     @model_validator(mode="after")
     def _http_cap(self) -> Settings:

@@ -132,6 +132,9 @@ async def rig(unique: str, migrated_database: str) -> AsyncIterator[Rig]:
         jwt_secret=TEST_SECRET,
         public_url=HERALD,
         task_backoff_s=0.01,  # failed discovery is retried: keep the drain short
+        # The test authorization server listens on loopback, which is refused
+        # unless allowed (and 127.0.0.1 only: other loopback addresses stay refused).
+        oauth_allowed_networks=["127.0.0.1/32"],
     )
     auth = Authenticator(settings)
     async with open_state(settings, auth) as state:
@@ -421,3 +424,45 @@ async def test_bad_connect_requests_are_4xx_naming_the_problem(rig: Rig, body, s
 async def test_connect_needs_a_credential(rig: Rig):
     r = await rig.http.post("/api/oauth/connect", json={"server_url": "https://x.example"})
     assert r.status_code == 401
+
+
+# -- where the worker may connect (issue 11, #4) ----------------------------------------
+
+
+async def test_a_loopback_server_outside_the_allow_list_is_refused_before_any_request(
+    rig: Rig, auth_server
+):
+    rig.state.settings = rig.state.settings.model_copy(update={"oauth_allowed_networks": []})
+    # At the door: a literal loopback address is refused with no task queued.
+    r = await rig.http.post(
+        "/api/oauth/connect", headers=rig.headers, json={"server_url": "http://127.0.0.1:6379/"}
+    )
+    assert r.status_code == 422 and r.json()["error"] == "invalid_server_url"
+    assert "loopback" in r.json()["detail"]
+    # In the worker (a task queued some other way): refused before it connects.
+    payload = {"server_url": auth_server.mcp_url, "redirect_uri": CALLBACK}
+    await rig.tasks.enqueue("mcp.oauth.connect", rig.user, payload, events="mcp.oauth")
+    await rig.drain()
+    ((kind, data, _),) = [e for e in await rig.events() if e[0] == "mcp.oauth.failed"]
+    assert data["code"] == "address_refused", data
+    assert "loopback" in data["message"]
+
+
+class ElsewhereServer(AuthorizationServer):
+    """Metadata that aims the worker's registration POST at another loopback address."""
+
+    def metadata(self, wrong_issuer: bool = False) -> dict[str, Any]:
+        meta = super().metadata(wrong_issuer)
+        meta["registration_endpoint"] = meta["registration_endpoint"].replace(
+            "127.0.0.1", "127.0.0.2"
+        )
+        return meta
+
+
+async def test_a_url_named_in_fetched_metadata_is_checked_too(rig: Rig):
+    with ElsewhereServer() as server:
+        await rig.connect(server.mcp_url)
+        await rig.drain()
+    ((_, data, raw),) = [e for e in await rig.events() if e[0] == "mcp.oauth.failed"]
+    assert data["code"] == "address_refused", data
+    assert "127.0.0.2" in data["message"] and "loopback" in data["message"]
