@@ -443,7 +443,7 @@ async def test_a_loopback_server_outside_the_allow_list_is_refused_before_any_re
     payload = {"server_url": auth_server.mcp_url, "redirect_uri": CALLBACK}
     await rig.tasks.enqueue("mcp.oauth.connect", rig.user, payload, events="mcp.oauth")
     await rig.drain()
-    ((kind, data, _),) = [e for e in await rig.events() if e[0] == "mcp.oauth.failed"]
+    ((_, data, _),) = [e for e in await rig.events() if e[0] == "mcp.oauth.failed"]
     assert data["code"] == "address_refused", data
     assert "loopback" in data["message"]
 
@@ -463,6 +463,6 @@ async def test_a_url_named_in_fetched_metadata_is_checked_too(rig: Rig):
     with ElsewhereServer() as server:
         await rig.connect(server.mcp_url)
         await rig.drain()
-    ((_, data, raw),) = [e for e in await rig.events() if e[0] == "mcp.oauth.failed"]
+    ((_, data, _),) = [e for e in await rig.events() if e[0] == "mcp.oauth.failed"]
     assert data["code"] == "address_refused", data
     assert "127.0.0.2" in data["message"] and "loopback" in data["message"]
