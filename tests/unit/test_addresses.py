@@ -64,5 +64,5 @@ def test_literal_hosts_are_judged_without_resolving(host: str, reason: str | Non
 
 
 def test_a_bad_network_is_named():
-    with pytest.raises(ValueError, match="'10.0.0.0/33'"):
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.0/33'"):
         parse_networks(["10.0.0.0/33"])
