@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import re
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,7 +30,13 @@ from herald.api.schemas import parse_body, read_json
 from herald.api.state import AppState, state_of
 from herald.journal.base import Entry, JournalUnavailable
 from herald.journal.oauth.addresses import literal_refusal, parse_networks
-from herald.journal.oauth.pending import PendingAuthorizations, UnsafeUrl, check_url
+from herald.journal.oauth.pending import (
+    PendingAuthorizations,
+    UnsafeUrl,
+    binding_of,
+    bound_to,
+    check_url,
+)
 from herald.journal.positions import NAME_RE, ZERO_ID, StreamId, Target
 from herald.journal.tasks.queue import InvalidTask, TaskQueue, TaskQueueError
 
@@ -41,6 +48,8 @@ EVENTS = "mcp.oauth"
 CONNECT, EXCHANGE = "mcp.oauth.connect", "mcp.oauth.exchange"
 # RFC 6749 appendix A.4: scope tokens are printable ASCII without space, " or \.
 _SCOPE_RE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$")
+# The browser cookie outlives the state by the time a connect may wait in the queue.
+_COOKIE_SLACK_S = 600
 _MAX_PARAM = {"state": 512, "code": 4096, "error": 128, "error_description": 1024, "iss": 2048}
 # The callback URL carries the code and state: never let it leak through a Referer,
 # and the page loads nothing.
@@ -78,19 +87,32 @@ def _tasks(state: AppState) -> TaskQueue:
     return state.tasks
 
 
+def browser_cookie(task_id: str) -> str:
+    """The cookie that binds a connect's callback to the browser that started it."""
+    return f"herald_oauth_{task_id}"
+
+
 def redirect_uri(state: AppState, request: Request) -> str:
-    """HERALD_OAUTH_REDIRECT_URL, else PUBLIC_URL's callback, else this request's own."""
+    """HERALD_OAUTH_REDIRECT_URL, else PUBLIC_URL's callback.  Never the request's
+    own Host: a caller could make Herald register a redirect to a host of theirs."""
     settings = state.settings
     if settings.oauth_redirect_url:
         return settings.oauth_redirect_url
-    base = settings.public_url or str(request.base_url)
-    return base.rstrip("/") + CALLBACK_PATH
+    if not settings.public_url:
+        raise ApiError(
+            503,
+            "oauth_unconfigured",
+            "OAuth needs HERALD_PUBLIC_URL (or HERALD_OAUTH_REDIRECT_URL) configured: "
+            "the redirect URI is never taken from the request",
+        )
+    return settings.public_url.rstrip("/") + CALLBACK_PATH
 
 
 async def connect(request: Request) -> Response:
     """Queue a connection to an MCP server for the caller; 202 ``{task_id, status_url}``."""
     state = state_of(request)
     principal = await state.principal(request)
+    callback_url = redirect_uri(state, request)  # 503 oauth_unconfigured first
     body = parse_body(ConnectBody, await read_json(request, limit=16 * 1024))
     try:
         server_url = check_url(body.server_url, "server_url")
@@ -107,9 +129,11 @@ async def connect(request: Request) -> Response:
             f"server_url points at a {reason} address; Herald does not connect there "
             "(HERALD_OAUTH_ALLOWED_NETWORKS can allow a network)",
         )
+    browser_key = secrets.token_urlsafe(32)
     payload: dict[str, Any] = {
         "server_url": server_url,
-        "redirect_uri": redirect_uri(state, request),
+        "redirect_uri": callback_url,
+        "binding": binding_of(browser_key),
     }
     if body.scope is not None:
         payload["scope"] = body.scope
@@ -123,7 +147,19 @@ async def connect(request: Request) -> Response:
         raise ApiError(422, e.code, str(e)) from e
     except (TaskQueueError, JournalUnavailable) as e:
         raise ApiError(503, e.code, "the task queue is unavailable; try again") from e
-    return _json({"task_id": task_id, "status_url": f"/api/oauth/{task_id}/status"}, status=202)
+    response = _json({"task_id": task_id, "status_url": f"/api/oauth/{task_id}/status"}, 202)
+    # The callback must come from this browser: it alone holds the key.  Lax, so the
+    # authorization server's top-level redirect carries it.
+    response.set_cookie(
+        browser_cookie(task_id),
+        browser_key,
+        max_age=state.settings.oauth_state_ttl_s + _COOKIE_SLACK_S,
+        path=CALLBACK_PATH,
+        secure=callback_url.startswith("https://"),
+        httponly=True,
+        samesite="lax",
+    )
+    return response
 
 
 def _wants_html(request: Request) -> bool:
@@ -179,7 +215,18 @@ async def callback(request: Request) -> Response:
     assert state.redis is not None  # a task queue implies Redis
     pending = PendingAuthorizations(state.redis, state.settings.oauth_state_ttl_s)
     try:
-        record = await pending.take(params["state"])
+        # Looked at, then taken only by the browser that started it: a callback from
+        # elsewhere leaves it for the right one.
+        seen = await pending.peek(params["state"])
+        if seen is not None and not bound_to(
+            seen, request.cookies.get(browser_cookie(seen.task_id))
+        ):
+            return _refuse(
+                request,
+                "wrong_browser",
+                "This authorization was started in another browser; finish it there.",
+            )
+        record = await pending.take(params["state"]) if seen is not None else None
     except (RedisError, OSError) as e:
         raise ApiError(503, "tasks_unavailable", "Redis is unavailable; try again") from e
     if record is None:
@@ -207,20 +254,23 @@ async def callback(request: Request) -> Response:
         raise ApiError(503, "tasks_unavailable", "the task queue is unavailable") from e
     body = {"task_id": record.task_id, "status_url": f"/api/oauth/{record.task_id}/status"}
     if "error" in params:
-        return _page(
+        page = _page(
             request,
             200,
             "Connection declined",
             f"The authorization server answered: {params['error']}. You can close this window.",
             {**body, "error": params["error"]},
         )
-    return _page(
-        request,
-        202,
-        "Connecting…",
-        f"Authorization received for {record.server_url}. You can close this window.",
-        body,
-    )
+    else:
+        page = _page(
+            request,
+            202,
+            "Connecting…",
+            f"Authorization received for {record.server_url}. You can close this window.",
+            body,
+        )
+    page.delete_cookie(browser_cookie(record.task_id), path=CALLBACK_PATH)
+    return page
 
 
 async def _newest_event(state: AppState, user: str, task_id: str, since_ms: int) -> Entry | None:

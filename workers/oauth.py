@@ -146,7 +146,11 @@ async def connect(ctx: TaskContext) -> Deferred:
     await pending.save(
         state,
         PendingAuthorization(
-            ctx.task_id, ctx.owner, server_url, base64.urlsafe_b64encode(sealed).decode()
+            ctx.task_id,
+            ctx.owner,
+            server_url,
+            base64.urlsafe_b64encode(sealed).decode(),
+            binding=_optional(ctx.payload, "binding") or "",
         ),
     )
     url = authorization_url(

@@ -466,3 +466,44 @@ async def test_a_url_named_in_fetched_metadata_is_checked_too(rig: Rig):
     ((_, data, _),) = [e for e in await rig.events() if e[0] == "mcp.oauth.failed"]
     assert data["code"] == "address_refused", data
     assert "127.0.0.2" in data["message"] and "loopback" in data["message"]
+
+
+# -- the redirect URI and the browser that started (issue 11, #6) -----------------------
+
+
+async def test_without_a_public_url_connect_is_503_and_the_host_header_is_never_used(
+    rig: Rig, auth_server
+):
+    rig.state.settings = rig.state.settings.model_copy(
+        update={"public_url": "", "oauth_redirect_url": ""}
+    )
+    r = await rig.http.post(
+        "/api/oauth/connect",
+        headers={**rig.headers, "Host": "attacker.example"},
+        json={"server_url": auth_server.mcp_url},
+    )
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "oauth_unconfigured"
+    assert await rig.types() == []
+
+
+async def test_the_callback_must_come_from_the_browser_that_connected(rig: Rig, auth_server):
+    task_id = await rig.connect(auth_server.mcp_url)
+    cookie = rig.http.cookies.get(f"herald_oauth_{task_id}")
+    assert cookie, "connect sets the browser's binding cookie"
+    await rig.drain()
+    redirect = await browse(await rig.authorization_url())
+    # Another browser (no cookie, or another one's) is refused and takes nothing.
+    rig.http.cookies.clear()
+    r = await rig.callback(redirect)
+    assert r.status_code == 400 and r.json()["error"] == "wrong_browser"
+    rig.http.cookies.set(f"herald_oauth_{task_id}", "someone-elses", domain="herald.test")
+    r = await rig.callback(redirect)
+    assert r.status_code == 400 and r.json()["error"] == "wrong_browser"
+    # The browser that started it finishes it.
+    rig.http.cookies.clear()
+    rig.http.cookies.set(f"herald_oauth_{task_id}", cookie, domain="herald.test")
+    r = await rig.callback(redirect)
+    assert r.status_code == 202, r.text
+    await rig.drain()
+    assert (await rig.types())[-1] == "mcp.oauth.completed"
