@@ -26,7 +26,7 @@ from herald.journal.runtime.db import run_in_transaction
 from herald.journal.tables import source_files, sources
 from herald.workers.chunkstore import finish, replace_chunks, require_engine
 from herald.workers.connector import sync_connector
-from herald.workers.extract import Chunk, ExtractError, extract_text, split
+from herald.workers.extract import Chunk, ExtractError, ExtractLimits, extract_text, split
 from herald.workers.task import TaskContext, TaskError, TaskRegistry
 
 __all__ = ["KIND", "ingest_source", "register"]
@@ -115,15 +115,18 @@ async def _ingest_uploads(
 
     files = await run_in_transaction(engine, load)
     budget = ctx.settings.ingest_max_tokens
+    chars = ctx.settings.ingest_max_chars
+    limits = ExtractLimits(**ctx.settings.extract_limits)
     limited = False
     plans: list[tuple[str, list[Chunk]]] = []
     for path, content in files:
         try:
-            text = await asyncio.to_thread(extract_text, path, content)
+            text = await asyncio.to_thread(extract_text, path, content, limits)
         except ExtractError as e:
             raise TaskError(e.code, e.message, retry=False) from e
-        cut = split(text, ctx.settings.ingest_chunk_tokens, budget)
+        cut = split(text, ctx.settings.ingest_chunk_tokens, budget, max(0, chars))
         budget -= cut.tokens
+        chars -= cut.chars
         limited = limited or cut.limited
         plans.append((path, cut.chunks))
 

@@ -304,6 +304,21 @@ class Settings(BaseSettings):
         description="Most tokens (words) kept from one source; a longer source is truncated and its `completed` event says `limited: true`.",
     )
     ingest_chunk_tokens: int = Field(300, ge=10, description="Tokens (words) per stored chunk.")
+    ingest_max_chars: int = Field(
+        2_000_000,
+        ge=1,
+        description="Most characters kept from one source (or attachment), whatever its words: text without spaces is one long token, and this bounds it; beyond it the source is truncated and says `limited: true`.",
+    )
+    extract_cpu_s: int = Field(
+        10,
+        ge=1,
+        description="CPU seconds one PDF's text extraction may use (in a child process); beyond it the task fails with `extraction_limit`.",
+    )
+    extract_memory_mb: int = Field(
+        512,
+        ge=64,
+        description="Address space (MB) of the child process that extracts one PDF's text; beyond it the task fails with `extraction_limit`.",
+    )
     ingest_max_upload_bytes: int = Field(
         10485760,
         ge=1,
@@ -565,6 +580,15 @@ class Settings(BaseSettings):
     def http_connection_cap(self) -> int:
         """Open HTTP connections one process accepts (``HERALD_HTTP_MAX_CONNECTIONS``)."""
         return self.http_max_connections or self.max_connections + 256
+
+    @property
+    def extract_limits(self) -> dict[str, int]:
+        """The extraction limits, as ``ExtractLimits(**settings.extract_limits)``."""
+        return {
+            "cpu_s": self.extract_cpu_s,
+            "memory_mb": self.extract_memory_mb,
+            "max_chars": self.ingest_max_chars,
+        }
 
     @property
     def embedded(self) -> bool:
