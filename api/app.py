@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from herald.api.auth import Authenticator
+from herald.api.crosssite import RefuseCrossSite
 from herald.api.errors import exception_handlers, render_error
 from herald.api.events import EVENTS_PATH, stream_events
 from herald.api.middleware import (
@@ -36,10 +37,11 @@ class Herald:
     the same Starlette-style handler, with errors rendered by the same handlers.
     """
 
-    def __init__(self, app: Starlette) -> None:
+    def __init__(self, app: Starlette, settings: Settings) -> None:
         self.app = app
         self.state = app.state
-        self.observed = ObserveRequests(app)
+        guarded = RefuseCrossSite(app, cookie=settings.auth_cookie, public_url=settings.public_url)
+        self.observed = ObserveRequests(guarded)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == EVENTS_PATH:
@@ -99,4 +101,4 @@ def create_app(
         # Injected clients are usable at once, even by ASGI test transports that
         # do not run the lifespan.
         app.state.herald = state
-    return Herald(app)
+    return Herald(app, settings)

@@ -7,6 +7,7 @@ says what was wrong, so a client can tell "log in again" from "ask for a role".
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -26,11 +27,17 @@ __all__ = [
     "Principal",
     "load_or_create_secret",
     "load_secret",
+    "opens_stream",
     "require_role",
 ]
 
 _SECRET_FILE = "jwt_secret"
 _NO_ROLES: frozenset[str] = frozenset()
+# 9999-12-31T23:59:59Z: the last instant an RFC 3339 time (and a datetime) can hold.
+MAX_EXP = 253402300799
+# What a ticket (or the stream cookie it set) may open: the SSE streams, read only,
+# and whoami (herald.js asks it who a ticket belongs to before it streams).
+_STREAM_PATH = re.compile(r"/api/events|/api/messages/[^/]+/events|/api/whoami")
 
 
 class AuthError(Exception):
@@ -58,15 +65,20 @@ class Principal:
     @classmethod
     def from_claims(cls, claims: dict[str, Any]) -> Principal:
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not NAME_RE.match(sub):
+        if not isinstance(sub, str) or not NAME_RE.fullmatch(sub):
             raise AuthError(
                 401, "bad_claims", f"'sub' must be a user id matching {NAME_RE.pattern}"
             )
         roles = claims.get("roles", [])
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise AuthError(401, "bad_claims", "'roles' must be a list of strings")
+        exp = claims.get("exp")
+        if isinstance(exp, bool) or not isinstance(exp, int | float) or not 0 < exp <= MAX_EXP:
+            raise AuthError(
+                401, "bad_claims", f"'exp' must be a time in seconds up to {MAX_EXP} (year 9999)"
+            )
         # Most tokens carry no role: share one empty set instead of one per stream.
-        return cls(sub, frozenset(roles) if roles else _NO_ROLES, float(claims["exp"]))
+        return cls(sub, frozenset(roles) if roles else _NO_ROLES, float(exp))
 
 
 def load_secret(data_dir: Path) -> str | None:
@@ -128,7 +140,7 @@ class Authenticator:
     def issue(self, user: str, roles: tuple[str, ...] = (), ttl_s: int = 3600) -> str:
         if self._signing_key is None:
             raise ValueError(f"HERALD_JWT_PRIVATE_KEY is needed to issue {self.algorithm} tokens")
-        if not NAME_RE.match(user):
+        if not NAME_RE.fullmatch(user):
             raise ValueError(f"user id {user!r} must match {NAME_RE.pattern}")
         now = int(time.time())
         claims = {"sub": user, "roles": list(roles), "iat": now, "exp": now + ttl_s}
@@ -165,6 +177,14 @@ class Authenticator:
         with the cookie its first stream set), then ``bearer``, ``cookie``, ``query``."""
         ticket = conn.query_params.get("ticket")
         if ticket is not None:
+            # Checked before redeeming: a ticket sent to the wrong route stays unspent.
+            if not opens_stream(conn):
+                raise AuthError(
+                    403,
+                    "ticket_scope",
+                    "a ticket (and its stream cookie) opens event streams only: "
+                    "GET /api/events, GET /api/messages/{id}/events (and GET /api/whoami)",
+                )
             via, claims = "ticket", await tickets.redeem(ticket)
             secret = conn.cookies.get(stream_cookie_name(ticket))
             if claims is None and secret:
@@ -191,6 +211,15 @@ class Authenticator:
             f"no token: send 'Authorization: Bearer <jwt>', the '{self.cookie}' cookie, "
             "?token=<jwt> or ?ticket=<ticket>",
         )
+
+
+def opens_stream(conn: HTTPConnection) -> bool:
+    """Whether the request opens an SSE stream (or asks whoami): what a ticket is for."""
+    return (
+        conn.scope.get("method") == "GET"
+        and _STREAM_PATH.fullmatch(conn.url.path) is not None
+        and conn.query_params.get("format") != "json"
+    )
 
 
 def require_role(principal: Principal, *roles: str) -> None:

@@ -69,6 +69,10 @@ ERRORS: dict[str, ErrorCode] = {
     "invalid_request": ErrorCode(400),
     "invalid_state": ErrorCode(400),
     "missing_code": ErrorCode(400),
+    "wrong_browser": ErrorCode(400),
+    # 408, 431: a request head too slow or too large (answered by the HTTP protocol)
+    "header_timeout": ErrorCode(408),
+    "headers_too_large": ErrorCode(431),
     # 401: no usable credential
     "missing_token": ErrorCode(401),
     "bad_header": ErrorCode(401),
@@ -84,6 +88,8 @@ ERRORS: dict[str, ErrorCode] = {
     "unknown_topic": ErrorCode(403),
     "topic_forbidden": ErrorCode(403),
     "user_forbidden": ErrorCode(403),
+    "ticket_scope": ErrorCode(403),
+    "cross_site_request": ErrorCode(403),
     "connectors_disabled": ErrorCode(403),
     "connector_path_forbidden": ErrorCode(403),
     # 404: unknown, or another user's (the same answer, so ids cannot be probed)
@@ -118,6 +124,7 @@ ERRORS: dict[str, ErrorCode] = {
     "invalid_envelope": ErrorCode(422),
     "invalid_task": ErrorCode(422),
     "invalid_uuid": ErrorCode(422),
+    "invalid_character": ErrorCode(422),
     "invalid_multipart": ErrorCode(422),
     "missing_file": ErrorCode(422),
     "missing_filename": ErrorCode(422),
@@ -141,6 +148,7 @@ ERRORS: dict[str, ErrorCode] = {
     "journal_unavailable": ErrorCode(503, detail=f"Redis is unavailable; {_UNAVAILABLE}"),
     "database_unavailable": ErrorCode(503, retry_after_s=2),
     "database_busy": ErrorCode(503),
+    "oauth_unconfigured": ErrorCode(503),
     "writer_overloaded": ErrorCode(503, retry_after_s=5),
     "messages_unavailable": ErrorCode(503),
     "server_busy": ErrorCode(503, retry_after_s=5),

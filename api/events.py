@@ -49,6 +49,9 @@ __all__ = [
     "take_connection_slot",
 ]
 
+# How long a closing stream waits for Redis to take its connection slot back.
+_RELEASE_WAIT_S = 1.0
+
 EVENTS_PATH = "/api/events"
 MAX_HISTORY_LIMIT = 1000
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
@@ -130,8 +133,13 @@ async def charge_if_replaying(
         backlog = await session.has_backlog(from_start=from_start)
     except JournalUnavailable as e:
         raise ApiError(503, e.code, "the journal is unavailable; retry shortly") from e
-    if not backlog:
-        return
+    if backlog:
+        await charge_replay(state, principal)
+
+
+async def charge_replay(state: AppState, principal: Principal) -> None:
+    """Charge one replay to the caller's budget; 429 ``replay_budget_exhausted`` when
+    it is spent (a denied request does not extend its own window)."""
     async with _journal_errors_as_503():
         wait_s = await state.budgets.charge_replay(principal.user)
     if wait_s > 0:
@@ -288,11 +296,18 @@ def stream_started(state: AppState, principal: Principal, conn_id: str, gauge: G
 
 
 async def stream_ended(state: AppState, principal: Principal, conn_id: str, gauge: Gauge) -> None:
-    """Undo ``stream_started``; gives the user's connection slot back."""
+    """Undo ``stream_started``; gives the user's connection slot back.
+
+    The response ends once the slot is back (so a reconnect finds it free), or after
+    ``_RELEASE_WAIT_S`` when Redis is slow or gone: a stream ended because Redis
+    died must not wait out a Redis timeout too.  The release goes on regardless,
+    and an unreleased slot's lease expires by itself."""
     state.open_streams -= 1
     gauge.dec()
     with contextlib.suppress(Exception):
-        await asyncio.shield(state.leases.untrack(principal.user, conn_id))
+        await asyncio.wait_for(
+            asyncio.shield(state.leases.untrack(principal.user, conn_id)), _RELEASE_WAIT_S
+        )
 
 
 def _collect(events: list[bytes], envelope: bytes) -> bytes:

@@ -15,6 +15,7 @@ import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
 
@@ -24,7 +25,10 @@ from herald.journal.envelope import format_time
 __all__ = ["JsonFormatter", "RedactCredentials", "configure_logging", "redact"]
 
 # code and state: an OAuth callback's query (single-use, but still nobody's business).
-_SECRET_PARAM = re.compile(r"(?i)([?&](?:token|ticket|access_token|code|state)=)[^&\s\"]*")
+_SECRET_NAMES = frozenset({"token", "ticket", "access_token", "code", "state"})
+# Any query parameter: its name is compared once percent-decoded (Starlette decodes
+# ``?%74oken=`` to ``token``, so the redaction must too).
+_PARAM = re.compile(r"([?&])([^=&\s\"?#]+)(=)[^&\s\"#]*")
 # Basic too: the member directory's key travels as ``Authorization: Basic {key}``.
 _BEARER = re.compile(r"(?i)(\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+")
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(@)")
@@ -41,8 +45,15 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 _ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
 
 
+def _redact_param(m: re.Match[str]) -> str:
+    name = unquote_plus(m.group(2)).strip().lower()
+    if name in _SECRET_NAMES:
+        return f"{m.group(1)}{m.group(2)}{m.group(3)}[redacted]"
+    return m.group(0)
+
+
 def redact(text: str) -> str:
-    text = _SECRET_PARAM.sub(r"\1[redacted]", text)
+    text = _PARAM.sub(_redact_param, text)
     text = _BEARER.sub(r"\1[redacted]", text)
     text = _JWT.sub("[redacted]", text)
     return _URL_PASSWORD.sub(r"\1[redacted]\2", text)

@@ -7,6 +7,7 @@ and a foreign message get the same opaque 404, so ids cannot be probed.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from herald.api.auth import Principal
 from herald.api.errors import ApiError
 from herald.api.events import (
     SSE_HEADERS,
+    charge_replay,
     refuse_beyond_process_cap,
     stream_ended,
     stream_started,
@@ -57,6 +59,7 @@ _DELIVERED = ENVELOPES_DELIVERED.labels(endpoint=_PATH)
 MAX_BATCH = 1000
 MAX_PAGE = 1000
 _STORE_WAIT_S = 5.0
+_CURSOR_RE = re.compile(r"-?[0-9]{1,11}")
 
 
 class CreateBody(BaseModel):
@@ -335,7 +338,7 @@ def _cursor(request: Request) -> int:
     raw = request.headers.get("last-event-id") or request.query_params.get("after")
     if raw is None or raw == "":
         return -1
-    if not (raw.isascii() and raw.lstrip("-").isdecimal()) or int(raw) < -1 or len(raw) > 12:
+    if not _CURSOR_RE.fullmatch(raw) or int(raw) < -1:
         raise ApiError(
             400, "bad_cursor", f"cursor {raw[:40]!r} must be a sequence number (an integer ≥ -1)"
         )
@@ -392,7 +395,7 @@ async def events(request: Request) -> Response | EventStreamResponse:
     streams = _streams(state)
     form = request.query_params.get("format")
     if form == "json":
-        return await _json_page(request, streams, message_id, after, info)
+        return await _json_page(request, state, principal, message_id, after, info)
     if form is not None:
         raise ApiError(
             400, "bad_format", f"format must be 'json' (or left out for SSE), not {form[:40]!r}"
@@ -404,6 +407,9 @@ async def events(request: Request) -> Response | EventStreamResponse:
     if info.status != "streaming" and not ahead:
         # Nothing more will come: 204 tells EventSource to stop reconnecting.
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
+    if ahead:
+        # Past events to deliver: a replay, charged like one of a user stream.
+        await charge_replay(state, principal)
     conn_id = await take_connection_slot(state, principal)
 
     async def latest() -> int:
@@ -446,11 +452,20 @@ async def _stream(
 
 
 async def _json_page(
-    request: Request, streams: MessageStreams, message_id: uuid.UUID, after: int, info: MessageInfo
+    request: Request,
+    state: AppState,
+    principal: Principal,
+    message_id: uuid.UUID,
+    after: int,
+    info: MessageInfo,
 ) -> Response:
+    streams = _streams(state)
     raw_limit = request.query_params.get("limit", "100")
     if not (raw_limit.isascii() and raw_limit.isdecimal()) or not 1 <= int(raw_limit) <= MAX_PAGE:
         raise ApiError(400, "bad_limit", f"limit must be a whole number 1..{MAX_PAGE}")
+    ahead = await read_events(streams.engine, message_id, after, 1)
+    if ahead:
+        await charge_replay(state, principal)  # a history read is a replay
     rows = await read_events(streams.engine, message_id, after, int(raw_limit))
     envelopes: list[bytes] = []
     last, ended = after, False

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import html
 import re
+import secrets
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,7 +31,14 @@ from herald.api.responses import NO_STORE, JSONResponse
 from herald.api.schemas import parse_body, read_json
 from herald.api.state import AppState, state_of
 from herald.journal.base import Entry, JournalUnavailable
-from herald.journal.oauth.pending import PendingAuthorizations, UnsafeUrl, check_url
+from herald.journal.oauth.addresses import literal_refusal, parse_networks
+from herald.journal.oauth.pending import (
+    PendingAuthorizations,
+    UnsafeUrl,
+    binding_of,
+    bound_to,
+    check_url,
+)
 from herald.journal.positions import NAME_RE, ZERO_ID, StreamId, Target
 from herald.journal.tasks.queue import InvalidTask, TaskQueue, TaskQueueError
 
@@ -41,6 +50,8 @@ EVENTS = "mcp.oauth"
 CONNECT, EXCHANGE = "mcp.oauth.connect", "mcp.oauth.exchange"
 # RFC 6749 appendix A.4: scope tokens are printable ASCII without space, " or \.
 _SCOPE_RE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$")
+# The browser cookie outlives the state by the time a connect may wait in the queue.
+_COOKIE_SLACK_S = 600
 _MAX_PARAM = {"state": 512, "code": 4096, "error": 128, "error_description": 1024, "iss": 2048}
 # The callback URL carries the code and state: never let it leak through a Referer,
 # and the page loads nothing.
@@ -69,13 +80,25 @@ def _tasks(state: AppState) -> TaskQueue:
     return state.tasks
 
 
+def browser_cookie(task_id: str) -> str:
+    """The cookie that binds a connect's callback to the browser that started it."""
+    return f"herald_oauth_{task_id}"
+
+
 def redirect_uri(state: AppState, request: Request) -> str:
-    """HERALD_OAUTH_REDIRECT_URL, else PUBLIC_URL's callback, else this request's own."""
+    """HERALD_OAUTH_REDIRECT_URL, else PUBLIC_URL's callback.  Never the request's
+    own Host: a caller could make Herald register a redirect to a host of theirs."""
     settings = state.settings
     if settings.oauth_redirect_url:
         return settings.oauth_redirect_url
-    base = settings.public_url or str(request.base_url)
-    return base.rstrip("/") + CALLBACK_PATH
+    if not settings.public_url:
+        raise ApiError(
+            503,
+            "oauth_unconfigured",
+            "OAuth needs HERALD_PUBLIC_URL (or HERALD_OAUTH_REDIRECT_URL) configured: "
+            "the redirect URI is never taken from the request",
+        )
+    return settings.public_url.rstrip("/") + CALLBACK_PATH
 
 
 @endpoint(
@@ -96,14 +119,28 @@ async def connect(request: Request) -> Response:
     """Queue a connection to an MCP server for the caller; 202 ``{task_id, status_url}``."""
     state = state_of(request)
     principal = await state.principal(request)
+    callback_url = redirect_uri(state, request)  # 503 oauth_unconfigured first
     body = parse_body(ConnectBody, await read_json(request, limit=16 * 1024))
     try:
         server_url = check_url(body.server_url, "server_url")
     except UnsafeUrl as e:
         raise ApiError(422, "invalid_server_url", str(e)) from e
+    # A literal address (or localhost) is refused here; names are resolved and
+    # checked by the worker before it connects anywhere.
+    allowed = parse_networks(state.settings.oauth_allowed_networks)
+    reason = literal_refusal(urlsplit(server_url).hostname or "", allowed)
+    if reason is not None:
+        raise ApiError(
+            422,
+            "invalid_server_url",
+            f"server_url points at a {reason} address; Herald does not connect there "
+            "(HERALD_OAUTH_ALLOWED_NETWORKS can allow a network)",
+        )
+    browser_key = secrets.token_urlsafe(32)
     payload: dict[str, Any] = {
         "server_url": server_url,
-        "redirect_uri": redirect_uri(state, request),
+        "redirect_uri": callback_url,
+        "binding": binding_of(browser_key),
     }
     if body.scope is not None:
         payload["scope"] = body.scope
@@ -117,11 +154,23 @@ async def connect(request: Request) -> Response:
         raise ApiError(422, e.code, str(e)) from e
     except (TaskQueueError, JournalUnavailable) as e:
         raise ApiError(503, e.code, "the task queue is unavailable; try again") from e
-    return JSONResponse(
+    response = JSONResponse(
         {"task_id": task_id, "status_url": f"/api/oauth/{task_id}/status"},
         status_code=202,
         headers=NO_STORE,
     )
+    # The callback must come from this browser: it alone holds the key.  Lax, so the
+    # authorization server's top-level redirect carries it.
+    response.set_cookie(
+        browser_cookie(task_id),
+        browser_key,
+        max_age=state.settings.oauth_state_ttl_s + _COOKIE_SLACK_S,
+        path=CALLBACK_PATH,
+        secure=callback_url.startswith("https://"),
+        httponly=True,
+        samesite="lax",
+    )
+    return response
 
 
 def _wants_html(request: Request) -> bool:
@@ -167,7 +216,13 @@ class CallbackQuery(BaseModel):
     {200: OBJECT},
     auth="none",
     query=CallbackQuery,
-    errors=("invalid_request", "invalid_state", "missing_code", "tasks_unavailable"),
+    errors=(
+        "invalid_request",
+        "invalid_state",
+        "missing_code",
+        "wrong_browser",
+        "tasks_unavailable",
+    ),
     tags=("oauth",),
     description="Answers an HTML page to browsers (Accept: text/html), JSON otherwise.",
 )
@@ -196,7 +251,18 @@ async def callback(request: Request) -> Response:
     assert state.redis is not None  # a task queue implies Redis
     pending = PendingAuthorizations(state.redis, state.settings.oauth_state_ttl_s)
     try:
-        record = await pending.take(params["state"])
+        # Looked at, then taken only by the browser that started it: a callback from
+        # elsewhere leaves it for the right one.
+        seen = await pending.peek(params["state"])
+        if seen is not None and not bound_to(
+            seen, request.cookies.get(browser_cookie(seen.task_id))
+        ):
+            return _refuse(
+                request,
+                "wrong_browser",
+                "This authorization was started in another browser; finish it there.",
+            )
+        record = await pending.take(params["state"]) if seen is not None else None
     except (RedisError, OSError) as e:
         raise ApiError(503, "tasks_unavailable", "Redis is unavailable; try again") from e
     if record is None:
@@ -224,20 +290,23 @@ async def callback(request: Request) -> Response:
         raise ApiError(503, "tasks_unavailable", "the task queue is unavailable") from e
     body = {"task_id": record.task_id, "status_url": f"/api/oauth/{record.task_id}/status"}
     if "error" in params:
-        return _page(
+        page = _page(
             request,
             200,
             "Connection declined",
             f"The authorization server answered: {params['error']}. You can close this window.",
             {**body, "error": params["error"]},
         )
-    return _page(
-        request,
-        202,
-        "Connecting…",
-        f"Authorization received for {record.server_url}. You can close this window.",
-        body,
-    )
+    else:
+        page = _page(
+            request,
+            202,
+            "Connecting…",
+            f"Authorization received for {record.server_url}. You can close this window.",
+            body,
+        )
+    page.delete_cookie(browser_cookie(record.task_id), path=CALLBACK_PATH)
+    return page
 
 
 async def _newest_event(state: AppState, user: str, task_id: str, since_ms: int) -> Entry | None:
@@ -271,12 +340,14 @@ def _task_of(entry: Entry) -> str | None:
     return data.get("task_id") if isinstance(data, dict) else None
 
 
-def _ms(text: str | None) -> int:
-    if not text:
+def _ms(text: object) -> int:
+    """Milliseconds of an RFC 3339 time; 0 for anything else (stored fields are data
+    a publisher wrote, and their type is not guaranteed)."""
+    if not isinstance(text, str) or not text:
         return 0
     try:
         return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
+    except (ValueError, OverflowError):
         return 0
 
 
@@ -298,7 +369,7 @@ async def status(request: Request) -> Response:
     principal = await state.principal(request)
     task_id = request.path_params["task_id"]
     not_found = ApiError(404, "not_found", f"no OAuth task {task_id!r} for this user")
-    if not NAME_RE.match(task_id):
+    if not NAME_RE.fullmatch(task_id):
         raise not_found
     try:
         record = await _tasks(state).status(task_id)
@@ -315,7 +386,8 @@ async def status(request: Request) -> Response:
         raise ApiError(503, e.code, "the journal is unavailable; try again") from e
     if entry is not None:
         envelope = orjson.loads(entry.envelope)
-        data = {k: v for k, v in envelope["data"].items() if k != "task_id"}
+        raw = envelope.get("data")
+        data = {k: v for k, v in raw.items() if k != "task_id"} if isinstance(raw, dict) else {}
         step = entry.type[len(EVENTS) + 1 :]
         if step == "failed":
             data = {
@@ -337,8 +409,9 @@ async def status(request: Request) -> Response:
         # The stream was trimmed past the task's events: the status record still
         # knows the outcome (a deferred connect is waiting for its redirect).
         step = record.get("status", "")
+        step = step if isinstance(step, str) else ""
         body = {"task_id": task_id, "status": _RECORD_STATUS.get(step, step)}
-        if "result" in record:
+        if isinstance(record.get("result"), dict):
             body.update(record["result"])
         if "error" in record:
             body["error"] = record["error"]

@@ -48,9 +48,14 @@ __all__ = [
 Status = Literal["ok", "stale", "fail", "skipped"]
 Verdict = Literal["ready", "degraded", "not_ready"]
 
-DEFAULT_TIMEOUT_S = 2.0
+# Every check ends within this, so the probe answers within Kubernetes' default
+# 1 s probe timeout even when a dependency hangs.
+DEFAULT_TIMEOUT_S = 0.8
 # Share of HERALD_MAX_CONNECTIONS at which the SSE check turns "stale".
 SSE_WARN_SHARE = 0.9
+# A writer whose flushes have failed this long is stuck, not retrying a blip: its
+# process keeps publishing message events it cannot store.
+WRITER_STUCK_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +233,14 @@ async def check_writer(state: AppState) -> CheckResult:
         return CheckResult("fail", detail + "; new events are refused", backlog, "events")
     # Its last flush failed: what counts is the last success, not a small backlog.
     failing = bool(getattr(writer, "failing", False))
+    stuck_s = float(getattr(writer, "failing_for_s", 0.0))
+    if failing and stuck_s >= WRITER_STUCK_S:
+        return CheckResult(
+            "fail",
+            detail + f"; stuck: no flush has succeeded for {stuck_s:.0f} s",
+            backlog,
+            "events",
+        )
     if failing:
         detail += "; the last flush failed, retrying"
     status: Status = "stale" if failing or backlog > limit / 2 else "ok"
@@ -291,7 +304,8 @@ def default_registry() -> ReadinessRegistry:
             Check("alembic", True, check_alembic),
             Check("redis", True, check_redis),
             Check("hub", False, check_hub),
-            Check("writer", False, check_writer),
+            # Critical: a stuck or full writer means this process loses message events.
+            Check("writer", True, check_writer),
             Check("workers", False, check_workers),
             Check("scheduler", False, check_scheduler),
             Check("sse_connections", False, check_sse),

@@ -11,8 +11,9 @@ from starlette.requests import Request
 from herald.api.errors import ApiError
 from herald.journal.envelope import TYPE_RE
 from herald.journal.positions import NAME_RE, Target
+from herald.journal.storable import unstorable
 
-__all__ = ["PublishBody", "parse_body", "read_json"]
+__all__ = ["PublishBody", "is_json_type", "parse_body", "read_json"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -38,8 +39,26 @@ class PublishBody(BaseModel):
         return Target.user(self.user) if self.user is not None else Target.topic(self.topic or "")
 
 
+def is_json_type(content_type: str | None) -> bool:
+    """``application/json`` or ``application/<anything>+json``, parameters allowed."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 async def read_json(request: Request, limit: int) -> Any:
-    """The request body as JSON, refusing bodies over ``limit`` bytes without buffering them."""
+    """The request body as JSON, refusing bodies over ``limit`` bytes without buffering them.
+
+    The body must be declared JSON (415 otherwise): besides saying what it is, that
+    keeps a cross-site HTML form (which can send only form or text types) from
+    ever reaching a JSON route."""
+    if not is_json_type(request.headers.get("content-type")):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send the body as JSON: 'Content-Type: application/json'",
+        )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
@@ -50,9 +69,19 @@ async def read_json(request: Request, limit: int) -> Any:
             raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
         chunks.append(chunk)
     try:
-        return orjson.loads(b"".join(chunks))
+        value = orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError as e:
         raise ApiError(422, "invalid_json", f"the body is not valid JSON: {e}") from e
+    # Every JSON body may end up in PostgreSQL, which cannot store U+0000: refused
+    # here, one request's payload can never fail a batch shared with others.
+    if (where := unstorable(value)) is not None:
+        raise ApiError(
+            422,
+            "invalid_character",
+            f"{where} contains U+0000 (NUL), which cannot be stored",
+            extra={"problems": [{"field": where, "problem": "contains U+0000"}]},
+        )
+    return value
 
 
 def parse_body(model: type[M], raw: Any) -> M:

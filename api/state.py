@@ -120,7 +120,11 @@ async def open_state(settings: Settings, auth: Authenticator) -> AsyncIterator[A
                 await state.members.aclose()
         return
     client = make_redis(settings)
-    hub = RedisHub(hub_connection_factory(settings), ping_interval_s=min(5.0, settings.keepalive_s))
+    hub = RedisHub(
+        hub_connection_factory(settings),
+        ping_interval_s=min(5.0, settings.keepalive_s),
+        pong_timeout_s=settings.redis_socket_timeout_s,
+    )
     budgets = RedisBudgets(client, budget_limits(settings))
     state = AppState(
         settings,

@@ -193,6 +193,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     from herald import migrations
     from herald.api.app import create_app
+    from herald.api.httpserver import uvicorn_limits
     from herald.api.logs import redact
 
     settings = _settings()
@@ -243,6 +244,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             log_config=None,  # uvicorn's loggers propagate to our JSON handler (api.logs)
             proxy_headers=False,
             timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) + 2),
+            **uvicorn_limits(settings),
         )
         parts = _in_process_parts(settings)
         _ready_server_class()(

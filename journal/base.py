@@ -26,6 +26,7 @@ from herald.journal.envelope import (
     Prepared,
     format_time,
     prepare,
+    stream_source,
 )
 from herald.journal.positions import StreamId, Target
 
@@ -187,7 +188,13 @@ def prepare_requests(limits: JournalLimits, requests: Sequence[PublishRequest]) 
             prepare(
                 r.type,
                 r.data,
-                source=r.source or limits.default_source,
+                # The publisher's source (or the default) names who published;
+                # the stream path after it makes source + id unique.
+                source=stream_source(
+                    r.source or limits.default_source,
+                    "users" if r.target.kind == "u" else "topics",
+                    r.target.name,
+                ),
                 subject=str(r.target),
                 max_bytes=limits.max_envelope_bytes,
                 time_text=now,

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -28,12 +29,21 @@ __all__ = [
     "format_time",
     "prepare",
     "splice",
+    "stream_source",
+    "valid_source",
 ]
 
 TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 # Everything before the id.  Fixed so the journal can splice without a JSON parser.
 HEAD = b'{"specversion":"1.0","id":"'
 _MAX_SOURCE = 512
+# RFC 3986 URI-reference without query or fragment (so a stream path can follow):
+# an optional scheme, then path characters and %XX escapes.
+_SOURCE_RE = re.compile(
+    r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})+"
+)
+# Name characters that may stand in a path segment as they are ('|' is escaped).
+_SEGMENT_SAFE = "@:+=-._"
 _MAX_SUBJECT = 512
 
 
@@ -88,6 +98,19 @@ def envelope_id(envelope: bytes) -> bytes:
     return envelope[len(HEAD) : envelope.index(b'"', len(HEAD))]
 
 
+def valid_source(source: str) -> bool:
+    """A CloudEvents ``source`` Herald accepts: a URI-reference (RFC 3986) of at most
+    512 characters, with no query or fragment."""
+    return 0 < len(source) <= _MAX_SOURCE and _SOURCE_RE.fullmatch(source) is not None
+
+
+def stream_source(base: str, kind: str, name: str) -> str:
+    """The ``source`` of an envelope in one stream: ``<base>/users/<user>``,
+    ``<base>/topics/<topic>`` or ``<base>/messages/<id>``.  Ids are positions in their
+    stream, so ``source`` + ``id`` is unique across streams, as CloudEvents requires."""
+    return f"{base.rstrip('/')}/{kind}/{quote(name, safe=_SEGMENT_SAFE)}"
+
+
 def prepare(
     type_: str,
     data: Any,
@@ -105,14 +128,17 @@ def prepare(
     Raises ``InvalidEnvelope`` (type pattern, data not an object, data not JSON-able)
     or ``EnvelopeTooLarge`` (the size check counts the longest id the stream can give).
     """
-    if not isinstance(type_, str) or not TYPE_RE.match(type_):
+    if not isinstance(type_, str) or not TYPE_RE.fullmatch(type_):
         raise InvalidEnvelope(
             f"type {type_!r} must match {TYPE_RE.pattern} (e.g. 'source.ingest.progress')"
         )
     if not isinstance(data, dict):
         raise InvalidEnvelope(f"data must be a JSON object, not {type(data).__name__}")
-    if not source or len(source) > _MAX_SOURCE:
-        raise InvalidEnvelope(f"source must be 1..{_MAX_SOURCE} characters")
+    if not valid_source(source):
+        raise InvalidEnvelope(
+            f"source {source[:80]!r} must be a URI-reference of 1..{_MAX_SOURCE} characters "
+            "without query or fragment (e.g. '/workers/ingest')"
+        )
     if subject is not None and len(subject) > _MAX_SUBJECT:
         raise InvalidEnvelope(f"subject must be at most {_MAX_SUBJECT} characters")
     body: dict[str, Any] = {

@@ -35,7 +35,7 @@ class StreamId:
 
     @classmethod
     def parse(cls, text: str) -> StreamId:
-        m = _ID_RE.match(text)
+        m = _ID_RE.fullmatch(text)
         if m is None:
             raise CursorError(f"malformed stream id {text!r}: expected '<ms>-<seq>'")
         ms, seq = int(m.group(1)), int(m.group(2))
@@ -76,7 +76,7 @@ class Target:
     def __post_init__(self) -> None:
         if self.kind not in ("u", "t"):
             raise ValueError(f"unknown target kind {self.kind!r}")
-        if not NAME_RE.match(self.name):
+        if not NAME_RE.fullmatch(self.name):
             what = "user id" if self.kind == "u" else "topic name"
             raise ValueError(f"{what} {self.name!r} must match {NAME_RE.pattern}")
 

@@ -65,9 +65,9 @@ class Cursor:
             if len(parts) != 3:
                 raise CursorError(f"malformed cursor item {item!r}: expected key~epoch~id")
             key, epoch, id_text = parts
-            if key != USER_KEY and not (key.startswith("t:") and NAME_RE.match(key[2:])):
+            if key != USER_KEY and not (key.startswith("t:") and NAME_RE.fullmatch(key[2:])):
                 raise CursorError(f"malformed cursor key {key!r}: expected 'u' or 't:<topic>'")
-            if epoch and not _EPOCH_RE.match(epoch):
+            if epoch and not _EPOCH_RE.fullmatch(epoch):
                 raise CursorError(f"malformed epoch {epoch!r} in cursor")
             if key in positions:
                 raise CursorError(f"stream {key!r} appears twice in the cursor")

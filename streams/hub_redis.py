@@ -16,6 +16,12 @@ same socket and killed the reader.)  The rules:
   sends its own SUBSCRIBE on the new connection (both happen under ``_lock``).
 * The reader survives anything but cancellation: every failure is logged and
   followed by a reconnect with backoff (reset after each success).
+* Liveness: an idle connection is pinged every ``ping_interval_s``; a PING not
+  answered within ``pong_timeout_s`` means Redis is dead or frozen, not merely
+  quiet.  Then every subscription is ended (CLOSE), so clients reconnect — to
+  another process if this one's Redis stays away — instead of waiting on a
+  stream that can deliver nothing.  (A connection that merely drops is
+  reconnected and resynced as above: its subscribers lose nothing.)
 """
 
 from __future__ import annotations
@@ -46,6 +52,10 @@ class HubUnavailable(Exception):
     """The pub/sub connection could not confirm a subscription in time."""
 
 
+class RedisUnresponsive(ConnectionError):
+    """Redis accepted the connection but does not answer (frozen or overloaded)."""
+
+
 class RedisHub:
     def __init__(
         self,
@@ -53,10 +63,12 @@ class RedisHub:
         *,
         ping_interval_s: float = 5.0,
         subscribe_timeout_s: float = 5.0,
+        pong_timeout_s: float | None = None,
     ) -> None:
         """``connect`` makes a new, unconnected redis-py connection (no socket timeout)."""
         self._make_connection = connect
         self._ping_interval_s = ping_interval_s
+        self._pong_timeout_s = subscribe_timeout_s if pong_timeout_s is None else pong_timeout_s
         self._subscribe_timeout_s = subscribe_timeout_s
         self._registry = Registry()
         self._control = hub_control_channel(secrets.token_hex(8))
@@ -167,6 +179,9 @@ class RedisHub:
                 await self._read(conn, first)
             except asyncio.CancelledError:
                 raise
+            except RedisUnresponsive as e:
+                log.warning("pub/sub: %s; ending %d streams", e, len(self._registry))
+                self._registry.close_all()
             except Exception as e:
                 log.warning("pub/sub connection lost (%s: %s); reconnecting", type(e).__name__, e)
             finally:
@@ -186,18 +201,34 @@ class RedisHub:
 
     async def _read(self, conn: AbstractConnection, first: bool) -> None:
         async with self._lock:
-            await conn.connect()  # type: ignore[no-untyped-call]
+            # Bounded: a frozen Redis accepts the TCP connection, then never answers
+            # the handshake (and subscribers wait on this lock meanwhile).
+            try:
+                async with asyncio.timeout(self._pong_timeout_s):
+                    await conn.connect()  # type: ignore[no-untyped-call]
+            except TimeoutError as e:
+                raise RedisUnresponsive("Redis did not complete the connection") from e
             self._conn = conn
             awaiting = {self._control, *self._registry.by_channel}
             await self._send("SUBSCRIBE", sorted(awaiting))
-        last_seen = time.monotonic()
+        asked: float | None = time.monotonic()  # when the oldest unanswered request went out
         while True:
             # push_request: pub/sub replies are returned, not handed to a push handler.
-            reply = await conn.read_response(timeout=self._ping_interval_s, push_request=True)
+            wait = (
+                self._ping_interval_s
+                if asked is None
+                else max(0.01, asked + self._pong_timeout_s - time.monotonic())
+            )
+            reply = await conn.read_response(timeout=wait, push_request=True)
             now = time.monotonic()
             if reply is None:
-                if now - last_seen > 3 * self._ping_interval_s:
-                    raise ConnectionError("no answer to pings: connection presumed dead")
+                if asked is not None:
+                    if now - asked >= self._pong_timeout_s:
+                        raise RedisUnresponsive(
+                            f"no answer within {self._pong_timeout_s:g} s: Redis is down or frozen"
+                        )
+                    continue
+                asked = now
                 async with self._lock:
                     # redis-py would silently reconnect a closed connection here (one
                     # a failed SUBSCRIBE closed), with no subscriptions on it.
@@ -205,7 +236,7 @@ class RedisHub:
                         raise ConnectionError("pub/sub connection closed")
                     await conn.send_command("PING", check_health=False)
                 continue
-            last_seen = now
+            asked = None  # any reply shows Redis is alive
             kind = reply[0]
             if kind == b"message":
                 channel = reply[1].decode()

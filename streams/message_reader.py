@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -60,11 +61,12 @@ def is_terminal(envelope: bytes) -> bool:
 
 def watchdog_envelope(message_id: uuid.UUID, code: str, detail: str) -> bytes:
     """The synthetic ``error`` that ends a stream whose producer is gone.  It has no
-    sequence number (it is not stored): its id is ``watchdog`` and its SSE frame
-    carries no ``id:``, so the client's cursor stays on the last real event."""
+    sequence number (it is not stored): its id is ``watchdog-<random>``, unique like
+    every CloudEvents id, and its SSE frame carries no ``id:``, so the client's
+    cursor stays on the last real event."""
     payload = orjson.dumps({"code": code, "message": detail})
     tail = message_envelope(message_id, None, "error", payload, datetime.now(UTC))
-    return b'{"specversion":"1.0","id":"watchdog' + tail
+    return b'{"specversion":"1.0","id":"watchdog-' + secrets.token_hex(8).encode() + tail
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ Everything the session sends is an SSE frame carrying the composite cursor as it
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,14 +53,18 @@ def sse_frame(cursor: str, envelope: bytes) -> bytes:
 
 
 def gap_envelope(cursor: str, gap: Gap, extra: Mapping[str, object] | None = None) -> bytes:
-    """A ``herald.gap`` control envelope; plain ``message`` type so ``onmessage`` sees it."""
+    """A ``herald.gap`` control envelope; plain ``message`` type so ``onmessage`` sees it.
+
+    Its id is ``gap-<random>``: it is no position (the SSE ``id:`` of its frame,
+    the cursor, is), and two gaps sent at one cursor must not look like one event
+    to a consumer that de-duplicates on ``source`` + ``id``."""
     data = gap.to_data()
     if extra:
         data.update(extra)
     return orjson.dumps(
         {
             "specversion": "1.0",
-            "id": cursor,
+            "id": f"gap-{secrets.token_hex(8)}",
             "source": "/herald",
             "type": "herald.gap",
             "time": format_time(datetime.now(UTC)),

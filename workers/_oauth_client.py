@@ -21,6 +21,7 @@ import httpx
 import orjson
 
 from herald.journal.oauth.pending import UnsafeUrl, check_url
+from herald.workers.netguard import AddressRefused
 from herald.workers.task import TaskError
 
 __all__ = [
@@ -106,6 +107,8 @@ async def _request(
                     raise TaskError(
                         f"{what}_failed", f"{what}: answer from {url} is too large", retry=False
                     )
+    except AddressRefused as e:
+        raise TaskError(e.code, f"{what}: {e}", retry=False) from e
     except httpx.HTTPError as e:
         raise TaskError(f"{what}_failed", f"{what}: cannot reach {url}: {type(e).__name__}") from e
     try:
@@ -125,6 +128,33 @@ async def _get_document(http: httpx.AsyncClient, urls: list[str]) -> tuple[str, 
         if status == 200 and isinstance(body, dict):
             return url, body
     return "", {}
+
+
+# Error codes of RFC 7591 §3.2.2 and RFC 6749 §5.2: the only remote words an event
+# repeats (anything else a server says is its own text, not ours to publish).
+_REGISTRATION_ERRORS = frozenset(
+    {
+        "invalid_redirect_uri",
+        "invalid_client_metadata",
+        "invalid_software_statement",
+        "unapproved_software_statement",
+    }
+)
+_TOKEN_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+    }
+)
+
+
+def _known(body: Any, codes: frozenset[str]) -> str | None:
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, str) and error in codes else None
 
 
 def _url_field(doc: dict[str, Any], name: str, *, required: bool = True) -> str | None:
@@ -165,7 +195,7 @@ async def discover(http: httpx.AsyncClient, server_url: str) -> Discovery:
         if str(prm.get("resource", "")).rstrip("/") != server_url.rstrip("/"):
             raise TaskError(
                 "resource_mismatch",
-                f"the resource metadata is for {prm.get('resource')!r}, not {server_url!r}",
+                f"the resource metadata names another resource than {server_url!r}",
                 retry=False,
             )
         servers = _strings(prm, "authorization_servers") or ()
@@ -192,7 +222,7 @@ async def discover(http: httpx.AsyncClient, server_url: str) -> Discovery:
     if str(meta.get("issuer", "")).rstrip("/") != issuer.rstrip("/"):
         raise TaskError(
             "issuer_mismatch",
-            f"metadata at {found_at} names issuer {meta.get('issuer')!r}, expected {issuer!r}",
+            f"metadata at {found_at} names another issuer than {issuer!r}",
             retry=False,
         )
     if "S256" not in (_strings(meta, "code_challenge_methods_supported") or ()):
@@ -252,10 +282,10 @@ async def register_client(
     if status >= 500:
         raise TaskError("registration_failed", f"client registration answered HTTP {status}")
     if status not in (200, 201) or not isinstance(body, dict):
-        error = body.get("error") if isinstance(body, dict) else None
+        error = _known(body, _REGISTRATION_ERRORS)
         raise TaskError(
             "registration_failed",
-            f"client registration was refused (HTTP {status}{', ' + str(error) if error else ''})",
+            f"client registration was refused (HTTP {status}{', ' + error if error else ''})",
             retry=False,
         )
     client_id, secret = body.get("client_id"), body.get("client_secret")
@@ -344,11 +374,11 @@ async def exchange_code(
     if status >= 500:
         raise TaskError("token_exchange_failed", f"the token endpoint answered HTTP {status}")
     if status != 200:
-        error = body.get("error") if isinstance(body, dict) else None
+        error = _known(body, _TOKEN_ERRORS)
         raise TaskError(
             "token_exchange_failed",
             f"the authorization server refused the code (HTTP {status}"
-            f"{', ' + str(error)[:64] if error else ''})",
+            f"{', ' + error if error else ''})",
             retry=False,
         )
     if (

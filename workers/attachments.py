@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from herald.journal.runtime.db import run_in_transaction
 from herald.journal.tables import attachments
 from herald.workers.chunkstore import require_engine
-from herald.workers.extract import ExtractError, extract_text, split
+from herald.workers.extract import ExtractError, ExtractLimits, extract_text, split
 from herald.workers.task import TaskContext, TaskError, TaskRegistry
 
 __all__ = ["KIND", "extract_attachment", "register"]
@@ -47,7 +47,8 @@ async def extract_attachment(ctx: TaskContext) -> dict[str, Any]:
         row = (
             await conn.execute(
                 update(attachments)
-                .where(attachments.c.id == attachment_id)
+                # Only the task's owner's attachment (see ingest: service tokens).
+                .where(attachments.c.id == attachment_id, attachments.c.user_id == ctx.owner)
                 .values(status="processing", error=None, updated_at=func.now())
                 .returning(attachments.c.filename, attachments.c.content)
             )
@@ -56,17 +57,20 @@ async def extract_attachment(ctx: TaskContext) -> dict[str, Any]:
 
     found = await run_in_transaction(engine, start)
     if found is None:
-        raise TaskError("attachment_not_found", "the attachment no longer exists", retry=False)
+        raise TaskError(
+            "attachment_not_found", "the task's owner has no such attachment", retry=False
+        )
     filename, content = found
     try:
-        text = await asyncio.to_thread(extract_text, filename, content)
+        limits = ExtractLimits(**ctx.settings.extract_limits)
+        text = await asyncio.to_thread(extract_text, filename, content, limits)
     except ExtractError as e:
         await _mark_failed(engine, attachment_id, e.message)
         raise TaskError(e.code, e.message, retry=False) from e
     await ctx.progress(1, 2)
     # One chunk as large as the budget: the cut keeps the text's own spacing.
     budget = ctx.settings.ingest_max_tokens
-    cut = split(text, budget, budget)
+    cut = split(text, budget, budget, ctx.settings.ingest_max_chars)
     kept = cut.chunks[0].text if cut.chunks else ""
 
     async def store(conn: AsyncConnection) -> None:

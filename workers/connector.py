@@ -27,7 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from herald.journal.runtime.db import run_in_transaction
 from herald.journal.tables import chunks, source_files
 from herald.workers.chunkstore import finish, remove_file, replace_chunks
-from herald.workers.extract import ExtractError, content_type_for, extract_text, split
+from herald.workers.extract import (
+    ExtractError,
+    ExtractLimits,
+    content_type_for,
+    extract_text,
+    split,
+)
 from herald.workers.task import TaskContext, TaskError
 
 __all__ = ["ScannedFile", "inside_roots", "scan_directory", "sync_connector"]
@@ -230,14 +236,17 @@ async def _ingest_file(
 
     try:
         data = await asyncio.to_thread(read)
-        text = await asyncio.to_thread(extract_text, item.path, data)
+        limits = ExtractLimits(**ctx.settings.extract_limits)
+        text = await asyncio.to_thread(extract_text, item.path, data, limits)
     except (ExtractError, OSError, RuntimeError) as e:
         # OSError: deleted or made unreadable since the scan; RuntimeError: a link loop.
         tally.failed(item.path, e.code if isinstance(e, ExtractError) else "unreadable_file")
         if item.path in known:
             await remove_file(engine, source_id, item.path)
         return budget
-    cut = split(text, ctx.settings.ingest_chunk_tokens, max(0, budget))
+    cut = split(
+        text, ctx.settings.ingest_chunk_tokens, max(0, budget), ctx.settings.ingest_max_chars
+    )
     tally.limited = tally.limited or cut.limited
     row = {
         "content_type": content_type_for(item.path) or "application/octet-stream",

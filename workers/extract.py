@@ -1,10 +1,14 @@
 """Text extraction and chunking: pure functions, no I/O, safe to run in a thread.
 
-``extract_text(filename, data)`` turns one file's bytes into plain text, or raises
-``ExtractError`` with a stable code (``unsupported_file_type``,
-``undecodable_text``, ``corrupt_file``, ``encrypted_file``) and a message safe to
-show the uploader.  ``split(text, chunk_tokens, max_tokens)`` cuts text into
-chunks of at most ``chunk_tokens`` tokens and keeps at most ``max_tokens``.
+``extract_text(filename, data, limits)`` turns one file's bytes into plain text, or
+raises ``ExtractError`` with a stable code (``unsupported_file_type``,
+``undecodable_text``, ``corrupt_file``, ``encrypted_file``, ``extraction_limit``)
+and a message safe to show the uploader.  PDFs are parsed in a child process under
+CPU-time and memory limits (``pdf_child``); every format's text is cut at
+``limits.max_chars``.  ``split(text, chunk_tokens, max_tokens, max_chars)`` cuts
+text into chunks of at most ``chunk_tokens`` tokens and keeps at most
+``max_tokens`` tokens and ``max_chars`` characters (text without spaces is one
+long token: the character cap is what bounds it).
 
 A *token* is a whitespace-separated word: cheap, deterministic and the same for
 every language that separates words with spaces.  Chunks are slices of the
@@ -16,6 +20,9 @@ from __future__ import annotations
 import csv
 import io
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -30,6 +37,7 @@ __all__ = [
     "CONTENT_TYPES",
     "Chunk",
     "ExtractError",
+    "ExtractLimits",
     "Split",
     "content_type_for",
     "count_tokens",
@@ -50,6 +58,16 @@ class ExtractError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True, slots=True)
+class ExtractLimits:
+    """Bounds on extracting one file: the PDF child's CPU seconds and address space,
+    and the characters of text kept (any format)."""
+
+    cpu_s: int = 10
+    memory_mb: int = 512
+    max_chars: int = 2_000_000
+
+
 def extension_of(filename: str) -> str:
     """The lower-cased extension with its dot (``""`` when there is none)."""
     return PurePosixPath(filename.replace("\\", "/")).suffix.lower()
@@ -60,13 +78,15 @@ def content_type_for(filename: str) -> str | None:
     return CONTENT_TYPES.get(extension_of(filename))
 
 
-def extract_text(filename: str, data: bytes) -> str:
-    """The text of one file, chosen by its extension.  CPU-bound: call it in a thread."""
+def extract_text(filename: str, data: bytes, limits: ExtractLimits | None = None) -> str:
+    """The text of one file, chosen by its extension, at most ``limits.max_chars``
+    characters.  Blocking (CPU, or waiting for the PDF child): call it in a thread."""
+    limits = limits or ExtractLimits()
     # PostgreSQL text cannot hold NUL; in text it only ever separates things.
-    return _extract(filename, data).replace("\x00", " ")
+    return _extract(filename, data, limits)[: limits.max_chars].replace("\x00", " ")
 
 
-def _extract(filename: str, data: bytes) -> str:
+def _extract(filename: str, data: bytes, limits: ExtractLimits) -> str:
     ext = extension_of(filename)
     if ext not in CONTENT_TYPES:
         raise ExtractError(
@@ -75,7 +95,7 @@ def _extract(filename: str, data: bytes) -> str:
             f"(supported: {', '.join(sorted(CONTENT_TYPES))})",
         )
     if ext == ".pdf":
-        return _pdf(filename, data)
+        return _pdf(filename, data, limits)
     text = _utf8(filename, data)
     if ext in (".html", ".htm"):
         return _html(text)
@@ -182,23 +202,41 @@ def _csv(filename: str, text: str) -> str:
         raise ExtractError("corrupt_file", f"{_name(filename)} is not valid CSV: {e}") from e
 
 
-def _pdf(filename: str, data: bytes) -> str:
-    import pypdf  # imported here: only PDF extraction pays for loading it
-    from pypdf.errors import FileNotDecryptedError
+def _pdf(filename: str, data: bytes, limits: ExtractLimits) -> str:
+    from herald.workers import pdf_child
 
+    args = [str(limits.cpu_s), str(limits.memory_mb * 1024 * 1024), str(limits.max_chars)]
     try:
-        reader = pypdf.PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise ExtractError("encrypted_file", f"{_name(filename)} is password-protected")
-        return "\n".join(page.extract_text() or "" for page in reader.pages)
-    except ExtractError:
-        raise
-    except FileNotDecryptedError as e:
-        raise ExtractError("encrypted_file", f"{_name(filename)} is password-protected") from e
-    except Exception as e:
-        # pypdf raises many kinds of errors on damaged input (PdfReadError, but also
-        # ValueError, KeyError, struct.error ...); all of them mean "not a readable PDF".
-        raise ExtractError("corrupt_file", f"{_name(filename)} is not a readable PDF") from e
+        done = subprocess.run(
+            [sys.executable, "-m", "herald.workers.pdf_child", *args],
+            input=data,
+            capture_output=True,
+            # CPU time is the child's own limit; this bounds waiting (I/O, a stall).
+            timeout=limits.cpu_s * 3 + 5,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise ExtractError(
+            "extraction_limit", f"{_name(filename)}: extracting its text took too long"
+        ) from e
+    code = done.returncode
+    if code == 0:
+        return done.stdout.decode("utf-8", "replace")
+    if code == pdf_child.EXIT_ENCRYPTED:
+        raise ExtractError("encrypted_file", f"{_name(filename)} is password-protected")
+    if code == pdf_child.EXIT_CORRUPT:
+        raise ExtractError("corrupt_file", f"{_name(filename)} is not a readable PDF")
+    if code == pdf_child.EXIT_MEMORY:
+        raise ExtractError(
+            "extraction_limit",
+            f"{_name(filename)}: extracting its text needs more than {limits.memory_mb} MB",
+        )
+    if code in (-signal.SIGXCPU, -signal.SIGKILL):
+        raise ExtractError(
+            "extraction_limit",
+            f"{_name(filename)}: extracting its text needs more than {limits.cpu_s} s of CPU",
+        )
+    raise ExtractError("corrupt_file", f"{_name(filename)} is not a readable PDF")
 
 
 def count_tokens(text: str) -> int:
@@ -217,16 +255,23 @@ class Chunk:
 class Split:
     chunks: list[Chunk]
     tokens: int  # tokens kept (the sum over chunks)
-    limited: bool  # True when max_tokens cut the text short
+    limited: bool  # True when max_tokens or max_chars cut the text short
+
+    @property
+    def chars(self) -> int:
+        """Characters kept (the sum over chunks)."""
+        return sum(len(c.text) for c in self.chunks)
 
 
-def split(text: str, chunk_tokens: int, max_tokens: int) -> Split:
+def split(text: str, chunk_tokens: int, max_tokens: int, max_chars: int | None = None) -> Split:
     """Cut ``text`` into chunks of ``chunk_tokens`` words, keeping the first
-    ``max_tokens`` words (``max_tokens`` may be 0: nothing is kept)."""
+    ``max_tokens`` words (``max_tokens`` may be 0: nothing is kept) and no more than
+    ``max_chars`` characters of chunk text (a word crossing it is cut there)."""
     if chunk_tokens < 1:
         raise ValueError("chunk_tokens must be at least 1")
     chunks: list[Chunk] = []
     kept = 0
+    chars = 0  # characters in finished chunks
     start = end = 0
     in_chunk = 0
     limited = False
@@ -237,11 +282,21 @@ def split(text: str, chunk_tokens: int, max_tokens: int) -> Split:
         if in_chunk == 0:
             start = match.start()
         end = match.end()
+        if max_chars is not None and chars + (end - start) > max_chars:
+            end = start + max(0, max_chars - chars)
+            limited = True
+            if end > start and text[start:end].strip():
+                in_chunk += 1
+                kept += 1
+            else:
+                end = match.start()  # nothing of this word fits
+            break
         in_chunk += 1
         kept += 1
         if in_chunk == chunk_tokens:
             chunks.append(Chunk(len(chunks), text[start:end], in_chunk))
+            chars += end - start
             in_chunk = 0
     if in_chunk:
-        chunks.append(Chunk(len(chunks), text[start:end], in_chunk))
+        chunks.append(Chunk(len(chunks), text[start:end].rstrip(), in_chunk))
     return Split(chunks, kept, limited)

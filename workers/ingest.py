@@ -26,7 +26,7 @@ from herald.journal.runtime.db import run_in_transaction
 from herald.journal.tables import source_files, sources
 from herald.workers.chunkstore import finish, replace_chunks, require_engine
 from herald.workers.connector import sync_connector
-from herald.workers.extract import Chunk, ExtractError, extract_text, split
+from herald.workers.extract import Chunk, ExtractError, ExtractLimits, extract_text, split
 from herald.workers.task import TaskContext, TaskError, TaskRegistry
 
 __all__ = ["KIND", "ingest_source", "register"]
@@ -47,9 +47,11 @@ async def ingest_source(ctx: TaskContext) -> dict[str, Any]:
         source_id = uuid.UUID(str(ctx.payload["source_id"]))
     except (KeyError, ValueError) as e:
         raise TaskError("bad_payload", "the task has no valid source_id", retry=False) from e
-    source = await run_in_transaction(engine, lambda c: _start(c, source_id))
+    # The task's owner must own the source: a service token may enqueue for any
+    # user, and must not reach another user's source that way.
+    source = await run_in_transaction(engine, lambda c: _start(c, source_id, ctx.owner))
     if source is None:
-        raise TaskError("source_not_found", "the source no longer exists", retry=False)
+        raise TaskError("source_not_found", "the task's owner has no such source", retry=False)
     try:
         if source.kind == "connector":
             # A limited source may have room now, and a reingest means everything.
@@ -74,11 +76,11 @@ class _Source:
     limited: bool
 
 
-async def _start(conn: AsyncConnection, source_id: uuid.UUID) -> _Source | None:
+async def _start(conn: AsyncConnection, source_id: uuid.UUID, owner: str) -> _Source | None:
     row = (
         await conn.execute(
             update(sources)
-            .where(sources.c.id == source_id)
+            .where(sources.c.id == source_id, sources.c.user_id == owner)
             .values(status="ingesting", error=None, updated_at=func.now())
             .returning(sources.c.id, sources.c.kind, sources.c.location, sources.c.limited)
         )
@@ -113,15 +115,18 @@ async def _ingest_uploads(
 
     files = await run_in_transaction(engine, load)
     budget = ctx.settings.ingest_max_tokens
+    chars = ctx.settings.ingest_max_chars
+    limits = ExtractLimits(**ctx.settings.extract_limits)
     limited = False
     plans: list[tuple[str, list[Chunk]]] = []
     for path, content in files:
         try:
-            text = await asyncio.to_thread(extract_text, path, content)
+            text = await asyncio.to_thread(extract_text, path, content, limits)
         except ExtractError as e:
             raise TaskError(e.code, e.message, retry=False) from e
-        cut = split(text, ctx.settings.ingest_chunk_tokens, budget)
+        cut = split(text, ctx.settings.ingest_chunk_tokens, budget, max(0, chars))
         budget -= cut.tokens
+        chars -= cut.chars
         limited = limited or cut.limited
         plans.append((path, cut.chunks))
 

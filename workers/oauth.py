@@ -14,7 +14,6 @@ a log line or Redis: Redis holds only the sealed PKCE verifier and client.
 from __future__ import annotations
 
 import base64
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +21,7 @@ import httpx
 import orjson
 
 from herald.journal.envelope import format_time
+from herald.journal.oauth.addresses import parse_networks
 from herald.journal.oauth.pending import (
     PendingAuthorization,
     PendingAuthorizations,
@@ -42,6 +42,7 @@ from herald.workers._oauth_client import (
     pkce_pair,
     register_client,
 )
+from herald.workers.netguard import guarded_client
 from herald.workers.task import DEFERRED, Deferred, TaskContext, TaskError, TaskRegistry
 
 __all__ = ["CONNECT", "EVENTS", "EXCHANGE", "connect", "exchange", "register"]
@@ -63,7 +64,6 @@ _AS_ERRORS = frozenset(
         "temporarily_unavailable",
     }
 )
-_PRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 
 def register(registry: TaskRegistry) -> None:
@@ -80,7 +80,8 @@ def _box(settings: Settings) -> SecretBox:
 
 
 def _http(settings: Settings) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
+    return guarded_client(
+        parse_networks(settings.oauth_allowed_networks),
         timeout=settings.oauth_http_timeout_s,
         follow_redirects=False,
         headers={"Accept": "application/json", "User-Agent": "Herald"},
@@ -145,7 +146,11 @@ async def connect(ctx: TaskContext) -> Deferred:
     await pending.save(
         state,
         PendingAuthorization(
-            ctx.task_id, ctx.owner, server_url, base64.urlsafe_b64encode(sealed).decode()
+            ctx.task_id,
+            ctx.owner,
+            server_url,
+            base64.urlsafe_b64encode(sealed).decode(),
+            binding=_optional(ctx.payload, "binding") or "",
         ),
     )
     url = authorization_url(
@@ -177,12 +182,14 @@ def _open_secrets(box: SecretBox, task_id: str, sealed: str) -> dict[str, Any]:
 
 
 def _redirect_error(payload: dict[str, Any]) -> TaskError:
-    error = str(payload.get("error"))[:64]
-    described = _PRINTABLE.sub("", str(payload.get("error_description") or ""))[:200]
-    message = f"the authorization server answered {_PRINTABLE.sub('', error)!r}"
-    if described:
-        message += f": {described}"
-    return TaskError(error if error in _AS_ERRORS else "authorization_failed", message, retry=False)
+    # Only a code from RFC 6749's list is repeated: the rest of the redirect is
+    # remote text, and events must not carry what a server chose to say.
+    error = str(payload.get("error"))
+    if error in _AS_ERRORS:
+        return TaskError(error, f"the authorization server answered {error!r}", retry=False)
+    return TaskError(
+        "authorization_failed", "the authorization server refused the authorization", retry=False
+    )
 
 
 async def exchange(ctx: TaskContext) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from herald.journal.messages.writer import MessageWriter, Row
 from herald.journal.runtime.clients import make_redis
 from herald.journal.runtime.db import DatabaseUnavailable, make_engine
 from herald.journal.runtime.settings import Settings
+from herald.journal.storable import unstorable
 
 __all__ = ["MessageStream", "MessageStreams", "connect"]
 
@@ -83,12 +84,14 @@ class MessageStreams:
         self, message_id: uuid.UUID, event_type: str, payload: Any
     ) -> tuple[str, bytes, datetime]:
         """Validate one event; returns its payload JSON, envelope tail and time."""
-        if not isinstance(event_type, str) or not EVENT_TYPE_RE.match(event_type):
+        if not isinstance(event_type, str) or not EVENT_TYPE_RE.fullmatch(event_type):
             raise InvalidEnvelope(
                 f"event type {event_type!r} must match {EVENT_TYPE_RE.pattern} (e.g. 'answer')"
             )
         if not isinstance(payload, dict):
             raise InvalidEnvelope(f"payload must be a JSON object, not {type(payload).__name__}")
+        if (where := unstorable(payload, "payload")) is not None:
+            raise InvalidEnvelope(f"{where} contains U+0000 (NUL), which PostgreSQL cannot store")
         try:
             payload_json = orjson.dumps(payload)
         except TypeError as e:

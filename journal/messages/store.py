@@ -46,7 +46,9 @@ __all__ = [
     "set_status",
 ]
 
-MESSAGE_SOURCE = "/messages"
+# A message's envelopes have the source MESSAGE_SOURCE/<message id>: their ids are
+# sequence numbers, unique only within the message (see envelope.stream_source).
+MESSAGE_SOURCE = "/herald/messages"
 # The producer's own event names ("answer", "source", "end"); envelopes prefix
 # them with "message." to follow Herald's noun.verb type rule.
 EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}(\.[a-z0-9_]{1,32}){0,3}$")
@@ -102,7 +104,7 @@ def message_envelope(
     part after the id, which the publish script completes)."""
     tail = b"".join(
         (
-            b'","source":"' + MESSAGE_SOURCE.encode(),
+            b'","source":"' + MESSAGE_SOURCE.encode() + b"/" + str(message_id).encode(),
             b'","type":"message.' + event_type.encode(),
             b'","time":"' + format_time(time).encode(),
             b'","subject":"message:' + str(message_id).encode(),

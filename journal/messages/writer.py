@@ -16,7 +16,12 @@ element), binary ones ~1.5 µs, and then COPY into a temporary table is no faste
 
 A failed flush keeps its rows at the front of the buffer and is retried
 with exponential backoff; the buffer is bounded, and a producer that finds it
-full gets ``WriterOverloaded`` instead of a silent drop.
+full gets ``WriterOverloaded`` instead of a silent drop.  A batch refused for its
+*content* (a data or constraint error, not a lost connection) would fail the same
+way forever, so it is written again row by row, each under a savepoint: the rows
+that fail alone are poison — logged, counted in ``herald_writer_poison_rows`` and
+passed over — and every other row is stored.  ``failing_for_s`` tells readiness
+how long flushes have been failing, so a stuck writer is seen.
 
 Conflicts on (message_id, sequence_no): an identical re-send is a no-op; a
 different event under a taken number is stored under the next free number and
@@ -37,7 +42,7 @@ from datetime import datetime
 from typing import Any
 
 from psycopg.errors import UniqueViolation
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from herald.journal.runtime.metrics import (
@@ -46,6 +51,7 @@ from herald.journal.runtime.metrics import (
     WRITER_FLUSH_ROWS,
     WRITER_FLUSH_SECONDS,
     WRITER_OVERLOADED,
+    WRITER_POISON_ROWS,
 )
 
 __all__ = ["MAX_ROWS", "MessageWriter", "Row", "WriterOverloaded"]
@@ -127,8 +133,15 @@ class MessageWriter:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self.failing = False
+        self._failing_since: float | None = None
 
     # -- producers -------------------------------------------------------------
+
+    @property
+    def failing_for_s(self) -> float:
+        """Seconds since the first of the flushes that have failed in a row (0: none)."""
+        since = self._failing_since
+        return 0.0 if since is None else time.monotonic() - since
 
     @property
     def backlog(self) -> int:
@@ -234,6 +247,8 @@ class MessageWriter:
             except Exception as e:
                 WRITER_FAILURES.inc()
                 self.failing = True
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
                 log.warning(
                     "flushing %d message events failed (%s); retrying in %.2f s",
                     len(rows),
@@ -246,6 +261,7 @@ class MessageWriter:
                 continue
             backoff = _FIRST_BACKOFF_S
             self.failing = False
+            self._failing_since = None
             for _ in rows:
                 self._rows.popleft()
             WRITER_BACKLOG.set(len(self._rows))
@@ -255,6 +271,47 @@ class MessageWriter:
 
     async def _flush(self, rows: list[Row]) -> None:
         started = time.perf_counter()
+        try:
+            renumbered = await self._write(rows)
+        except (DataError, IntegrityError) as e:
+            if e.connection_invalidated:
+                raise
+            log.warning(
+                "flushing %d message events failed for their content (%s); writing them one by one",
+                len(rows),
+                _reason(e),
+            )
+            renumbered = await self._isolate(rows)
+        WRITER_FLUSH_ROWS.observe(len(rows))
+        WRITER_FLUSH_SECONDS.observe(time.perf_counter() - started)
+        if self.on_renumbered is not None:
+            for row, seq in renumbered:
+                with contextlib.suppress(Exception):
+                    await self.on_renumbered(row, seq)
+
+    async def _isolate(self, rows: list[Row]) -> list[tuple[Row, int]]:
+        """Write ``rows`` one by one, each under a savepoint; a row that fails alone
+        for its content is poison: logged, counted and passed over."""
+        renumbered: list[tuple[Row, int]] = []
+        async with self.engine.begin() as conn:
+            for row in rows:
+                try:
+                    async with conn.begin_nested():
+                        renumbered += await _insert(conn, [row])
+                except (DataError, IntegrityError) as e:
+                    if e.connection_invalidated:
+                        raise
+                    WRITER_POISON_ROWS.inc()
+                    log.error(
+                        "message %s: event %d (%s) cannot be stored and is dropped: %s",
+                        row.message_id,
+                        row.seq,
+                        row.event_type,
+                        _reason(e),
+                    )
+        return renumbered
+
+    async def _write(self, rows: list[Row]) -> list[tuple[Row, int]]:
         renumbered: list[tuple[Row, int]] = []
         try:
             try:
@@ -281,12 +338,7 @@ class MessageWriter:
                 len(rows) - len(kept),
                 sorted(str(m) for m in {r.message_id for r in rows} - alive),
             )
-        WRITER_FLUSH_ROWS.observe(len(rows))
-        WRITER_FLUSH_SECONDS.observe(time.perf_counter() - started)
-        if self.on_renumbered is not None:
-            for row, seq in renumbered:
-                with contextlib.suppress(Exception):
-                    await self.on_renumbered(row, seq)
+        return renumbered
 
 
 def _arrays(rows: list[Row]) -> tuple[list[Any], ...]:

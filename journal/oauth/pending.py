@@ -10,6 +10,8 @@ travel sealed (``herald.journal.oauth.secretbox``): only workers, which hold the
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import secrets
 from dataclasses import asdict, dataclass
@@ -24,6 +26,8 @@ __all__ = [
     "PendingAuthorization",
     "PendingAuthorizations",
     "UnsafeUrl",
+    "binding_of",
+    "bound_to",
     "check_url",
     "new_state",
 ]
@@ -83,6 +87,9 @@ class PendingAuthorization:
     owner: str
     server_url: str
     sealed: str  # base64url of the sealed secrets; see workers.oauth
+    # SHA-256 (hex) of the key the connecting browser holds in a cookie; the callback
+    # must come with it.  Empty: the connect was not made over HTTP (unbound).
+    binding: str = ""
 
 
 class PendingAuthorizations:
@@ -103,13 +110,35 @@ class PendingAuthorizations:
     async def take(self, state: str) -> PendingAuthorization | None:
         """The record for ``state``, removed in the same step; None if unknown, expired
         or already taken."""
-        raw = await self.redis.getdel(pending_key(state))
-        if raw is None:
-            return None
-        fields = orjson.loads(raw)
-        return PendingAuthorization(
-            task_id=fields["task_id"],
-            owner=fields["owner"],
-            server_url=fields["server_url"],
-            sealed=fields["sealed"],
-        )
+        return _record(await self.redis.getdel(pending_key(state)))
+
+    async def peek(self, state: str) -> PendingAuthorization | None:
+        """The record for ``state`` without taking it (to check who may take it)."""
+        return _record(await self.redis.get(pending_key(state)))
+
+
+def _record(raw: bytes | str | None) -> PendingAuthorization | None:
+    if raw is None:
+        return None
+    fields = orjson.loads(raw)
+    return PendingAuthorization(
+        task_id=fields["task_id"],
+        owner=fields["owner"],
+        server_url=fields["server_url"],
+        sealed=fields["sealed"],
+        binding=str(fields.get("binding") or ""),
+    )
+
+
+def binding_of(browser_key: str) -> str:
+    """What a pending record keeps of the browser's key (never the key itself)."""
+    return hashlib.sha256(browser_key.encode()).hexdigest()
+
+
+def bound_to(record: PendingAuthorization, browser_key: str | None) -> bool:
+    """Whether the callback comes from the browser that started the connect."""
+    if not record.binding:
+        return True
+    if not browser_key:
+        return False
+    return hmac.compare_digest(binding_of(browser_key), record.binding)

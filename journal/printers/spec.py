@@ -43,7 +43,7 @@ def normalise_host(host: str) -> str:
         return str(ipaddress.ip_address(text.strip("[]")))
     except ValueError:
         pass
-    if len(text) > 253 or not HOSTNAME_RE.match(text):
+    if len(text) > 253 or not HOSTNAME_RE.fullmatch(text):
         raise ValueError("must be an IP address or a host name")
     return text.rstrip(".").lower()
 

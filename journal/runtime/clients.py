@@ -2,18 +2,75 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from herald.journal.base import Journal, JournalLimits
 from herald.journal.memory import MemoryJournal
 from herald.journal.redis import RedisJournal
 from herald.journal.runtime.settings import Settings
 
-__all__ = ["journal_limits", "make_journal", "make_redis", "tcp_options"]
+__all__ = [
+    "BoundedPipeline",
+    "BoundedRedis",
+    "journal_limits",
+    "make_journal",
+    "make_redis",
+    "tcp_options",
+]
+
+
+class BoundedRedis(aioredis.Redis):
+    """A command client whose every call (command, script, pipeline) ends within
+    ``deadline_s``, raising redis-py's ``TimeoutError`` (a ``RedisError``) if not.
+
+    Socket timeouts alone do not bound a call: against a frozen server (stopped,
+    not dead) redis-py's retries and its health-check PING re-enter each other
+    and a call never returns.  A deadline around the whole call does; redis-py
+    drops the connection of a call cancelled half-way, so none is reused with a
+    reply still owed on it."""
+
+    deadline_s: float = 5.0
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except TimeoutError as e:
+            raise RedisTimeoutError(
+                f"Redis did not answer {args[0] if args else 'a command'} "
+                f"within {self.deadline_s:g} s"
+            ) from e
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        pipe = BoundedPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
+        pipe.deadline_s = self.deadline_s
+        return pipe
+
+
+class BoundedPipeline(Pipeline):
+    """A pipeline whose ``execute`` ends within ``deadline_s`` (see ``BoundedRedis``)."""
+
+    deadline_s: float = 5.0
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                return await super().execute(raise_on_error)
+        except TimeoutError as e:
+            await self.reset()  # type: ignore[no-untyped-call]
+            raise RedisTimeoutError(
+                f"Redis did not answer a pipeline within {self.deadline_s:g} s"
+            ) from e
 
 
 def journal_limits(settings: Settings) -> JournalLimits:
@@ -25,8 +82,9 @@ def journal_limits(settings: Settings) -> JournalLimits:
     )
 
 
-def make_redis(settings: Settings, url: str | None = None) -> aioredis.Redis:
-    """The command client: bounded pool, health checks and TCP keepalive, bytes replies."""
+def make_redis(settings: Settings, url: str | None = None) -> BoundedRedis:
+    """The command client: bounded pool, health checks and TCP keepalive, bytes replies;
+    every call ends within ``HERALD_REDIS_SOCKET_TIMEOUT_S`` (``BoundedRedis``)."""
     url = url or settings.redis_url
     # A blocking pool makes a burst wait for a free connection instead of failing.
     pool = aioredis.BlockingConnectionPool.from_url(
@@ -41,7 +99,10 @@ def make_redis(settings: Settings, url: str | None = None) -> aioredis.Redis:
         retry=Retry(ExponentialBackoff(cap=0.25, base=0.05), retries=2),
         **tcp_options(url),
     )
-    return aioredis.Redis.from_pool(pool)  # the client owns and closes the pool
+    client = BoundedRedis.from_pool(pool)  # the client owns and closes the pool
+    assert isinstance(client, BoundedRedis)
+    client.deadline_s = settings.redis_socket_timeout_s
+    return client
 
 
 def tcp_options(url: str) -> dict[str, object]:

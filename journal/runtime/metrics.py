@@ -17,6 +17,7 @@ __all__ = [
     "GAPS",
     "HTTP_REQUESTS",
     "HUB_RECONNECTS",
+    "KNOWN_TYPE_PREFIXES",
     "MAINTENANCE_RUNS",
     "MAINTENANCE_RUN_SECONDS",
     "MEMBER_LOOKUPS",
@@ -33,6 +34,7 @@ __all__ = [
     "WRITER_FLUSH_ROWS",
     "WRITER_FLUSH_SECONDS",
     "WRITER_OVERLOADED",
+    "WRITER_POISON_ROWS",
     "count_published",
     "type_prefix",
 ]
@@ -64,6 +66,10 @@ WRITER_FLUSH_SECONDS = Histogram(
 WRITER_FAILURES = Counter("herald_writer_flush_failures", "Message-writer flushes that failed.")
 WRITER_OVERLOADED = Counter(
     "herald_writer_overloaded", "Emits refused because the writer's buffer was full."
+)
+WRITER_POISON_ROWS = Counter(
+    "herald_writer_poison_rows",
+    "Message events the database refused for their content, dropped so others are stored.",
 )
 WRITER_BACKLOG = Gauge(
     "herald_writer_backlog", "Events buffered by message writers, not yet flushed."
@@ -110,9 +116,28 @@ HTTP_REQUESTS = Counter(
 )
 
 
+# The first parts of the types Herald's own producers publish (DESIGN §2); any other
+# counts as ``other``, so publishers cannot grow the label set.
+KNOWN_TYPE_PREFIXES = frozenset(
+    {
+        "attachment",
+        "herald",
+        "maintenance",
+        "mcp",
+        "member",
+        "message",
+        "page_event",
+        "printer",
+        "source",
+        "task",
+    }
+)
+
+
 def type_prefix(event_type: str) -> str:
-    """``source.ingest.progress`` → ``source``: bounded, whatever producers invent."""
-    return event_type.split(".", 1)[0][:32]
+    """``source.ingest.progress`` → ``source``; a prefix Herald does not know → ``other``."""
+    prefix = event_type.split(".", 1)[0]
+    return prefix if prefix in KNOWN_TYPE_PREFIXES else "other"
 
 
 def count_published(event_types: Iterable[str]) -> None:

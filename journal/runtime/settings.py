@@ -79,7 +79,8 @@ class Settings(BaseSettings):
         description="How long an idempotency key returns the first publish's id instead of publishing again.",
     )
     default_source: str = Field(
-        "/herald", description="CloudEvents `source` used when a publisher gives none."
+        "/herald",
+        description="CloudEvents `source` prefix used when a publisher gives none; the stream's path follows it (`/herald/users/alice`).",
     )
 
     # Auth.
@@ -119,7 +120,7 @@ class Settings(BaseSettings):
     redis_socket_timeout_s: float = Field(
         5.0,
         gt=0,
-        description="Socket timeout for Redis commands (blocking reads use their own client).",
+        description="Deadline of every Redis command, script and pipeline, retries included (then 503 `journal_unavailable`); also how long an unanswered PING on the pub/sub connection means Redis is dead. Blocking reads use their own client.",
     )
     redis_health_check_interval_s: int = Field(
         15, ge=0, description="Ping an idle pooled connection before use after this many seconds."
@@ -160,6 +161,26 @@ class Settings(BaseSettings):
         10000,
         ge=1,
         description="Concurrent SSE streams one process serves (`GET /api/events` and message streams together); beyond it new streams get HTTP 503 and readiness reports `degraded` (`stale` from 90 %).",
+    )
+    http_max_connections: int | None = Field(
+        None,
+        ge=2,
+        description="Open HTTP connections one process accepts (idle and streaming alike); beyond it a new connection gets 503 `server_busy` and is closed. Empty: `HERALD_MAX_CONNECTIONS` + 256, so plain requests still answer while the SSE cap is reached. Must exceed `HERALD_MAX_CONNECTIONS`.",
+    )
+    http_max_header_bytes: int = Field(
+        65536,
+        ge=1024,
+        description="Largest request line plus headers accepted; beyond it the request gets 431 and the connection is closed.",
+    )
+    http_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Time a connection has to send a complete request line and headers (from when it opened, or when its previous response ended); then it is closed.",
+    )
+    http_keepalive_s: float = Field(
+        5.0,
+        gt=0,
+        description="An idle keep-alive connection (no request after its last response) is closed after this long.",
     )
     connection_lease_s: int = Field(
         30,
@@ -283,6 +304,21 @@ class Settings(BaseSettings):
         description="Most tokens (words) kept from one source; a longer source is truncated and its `completed` event says `limited: true`.",
     )
     ingest_chunk_tokens: int = Field(300, ge=10, description="Tokens (words) per stored chunk.")
+    ingest_max_chars: int = Field(
+        2_000_000,
+        ge=1,
+        description="Most characters kept from one source (or attachment), whatever its words: text without spaces is one long token, and this bounds it; beyond it the source is truncated and says `limited: true`.",
+    )
+    extract_cpu_s: int = Field(
+        10,
+        ge=1,
+        description="CPU seconds one PDF's text extraction may use (in a child process); beyond it the task fails with `extraction_limit`.",
+    )
+    extract_memory_mb: int = Field(
+        512,
+        ge=64,
+        description="Address space (MB) of the child process that extracts one PDF's text; beyond it the task fails with `extraction_limit`.",
+    )
     ingest_max_upload_bytes: int = Field(
         10485760,
         ge=1,
@@ -309,6 +345,10 @@ class Settings(BaseSettings):
         ge=30,
         le=3600,
         description="How long an OAuth authorization URL stays usable: the browser must come back to the callback within this time.",
+    )
+    oauth_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description='JSON list of networks (CIDR) the OAuth worker may reach although they are loopback, private, link-local or otherwise not global, e.g. `["10.20.0.0/16"]` for a self-hosted authorization server. Empty: only global addresses.',
     )
     oauth_http_timeout_s: float = Field(
         10.0,
@@ -542,6 +582,40 @@ class Settings(BaseSettings):
         if self.printer_stale_s < self.printer_fresh_s:
             raise ValueError("HERALD_PRINTER_STALE_S must not be below HERALD_PRINTER_FRESH_S")
         return self
+
+    @field_validator("oauth_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, v: object) -> object:
+        from herald.journal.oauth.addresses import parse_networks
+
+        if isinstance(v, list):
+            parse_networks(str(x) for x in v)  # raises ValueError naming the bad one
+        return v
+
+    @model_validator(mode="after")
+    def _http_cap(self) -> Settings:
+        if self.http_max_connections is not None and (
+            self.http_max_connections <= self.max_connections
+        ):
+            raise ValueError(
+                "HERALD_HTTP_MAX_CONNECTIONS must exceed HERALD_MAX_CONNECTIONS "
+                "(every SSE stream is an HTTP connection, and plain requests need room too)"
+            )
+        return self
+
+    @property
+    def http_connection_cap(self) -> int:
+        """Open HTTP connections one process accepts (``HERALD_HTTP_MAX_CONNECTIONS``)."""
+        return self.http_max_connections or self.max_connections + 256
+
+    @property
+    def extract_limits(self) -> dict[str, int]:
+        """The extraction limits, as ``ExtractLimits(**settings.extract_limits)``."""
+        return {
+            "cpu_s": self.extract_cpu_s,
+            "memory_mb": self.extract_memory_mb,
+            "max_chars": self.ingest_max_chars,
+        }
 
     @property
     def embedded(self) -> bool:

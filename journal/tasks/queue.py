@@ -150,10 +150,10 @@ class TaskQueue:
         events: str,
     ) -> QueuedTask:
         for what, value in (("kind", kind), ("events", events or kind)):
-            if not KIND_RE.match(value) or len(value) > 200:
+            if not KIND_RE.fullmatch(value) or len(value) > 200:
                 raise InvalidTask(f"{what} {value!r} must match {KIND_RE.pattern}")
         for what, value in (("owner", owner), ("queue", queue), ("task_id", task_id or "x")):
-            if not NAME_RE.match(value):
+            if not NAME_RE.fullmatch(value):
                 raise InvalidTask(f"{what} {value!r} must match {NAME_RE.pattern}")
         if max_attempts is not None and max_attempts < 1:
             raise InvalidTask("max_attempts must be at least 1")
@@ -203,7 +203,7 @@ class TaskQueue:
 
     async def status_record(self, task_id: str) -> dict[str, str]:
         """The raw status hash (empty when unknown or expired); includes ``owner``."""
-        if not NAME_RE.match(task_id):
+        if not NAME_RE.fullmatch(task_id):
             return {}
         raw = await self.redis.hgetall(status_key(task_id))
         return {as_text(k): as_text(v) for k, v in raw.items()}

@@ -61,7 +61,9 @@ async def test_entries_are_valid_cloudevents_with_their_own_id(journal: Journal,
     env = orjson.loads(entry.envelope)
     assert env["specversion"] == "1.0"
     assert env["id"] == str(r.id) == str(entry.id)
-    assert env["type"] == "printer.status" and env["source"] == "/workers/probe"
+    # The source names the stream (after the publisher's own), so source + id is unique.
+    assert env["type"] == "printer.status"
+    assert env["source"] == f"/workers/probe/topics/{unique}"
     assert env["subject"] == f"topic:{unique}"
     assert env["datacontenttype"] == "application/json"
     assert env["data"] == {"online": True}
@@ -167,3 +169,31 @@ async def test_trimming_leaves_a_broken_previous_chain(unique: str):
     first = (await journal.read_after(t, ZERO_ID, limit=100)).entries[0]
     assert first.previous is not None and first.previous < first.id
     assert first.previous in {r.id for r in results}
+
+
+async def test_source_and_id_are_unique_across_streams(journal: Journal, unique: str):
+    """Two streams can give the same entry id; their sources differ (CloudEvents
+    requires source + id to be unique)."""
+    seen = set()
+    for target in (Target.user(unique), Target.user(unique + "x"), Target.topic(unique)):
+        for _ in range(3):
+            await journal.publish(target, "a.b", {})
+        page = await journal.read_after(target, ZERO_ID, limit=10)
+        for entry in page.entries:
+            env = orjson.loads(entry.envelope)
+            seen.add((env["source"], env["id"]))
+    assert len(seen) == 9
+    sources = {s for s, _ in seen}
+    assert sources == {
+        f"/herald/users/{unique}",
+        f"/herald/users/{unique}x",
+        f"/herald/topics/{unique}",
+    }
+
+
+@pytest.mark.parametrize(
+    "source", ["not a uri", "/x?query=1", "/x#frag", "/bad%zz", "/a\nb", "/" + "a" * 600]
+)
+async def test_a_source_that_is_not_a_uri_reference_is_refused(journal: Journal, source: str):
+    with pytest.raises(InvalidEnvelope):
+        await journal.publish(Target.topic("t"), "a.b", {}, source=source)

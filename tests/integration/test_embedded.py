@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -158,4 +159,33 @@ def test_sigkilled_owner_leaks_no_redis_and_next_start_recovers(data_dir: Path) 
     with EmbeddedServices(data_dir) as services:
         assert _read(services) == (["before-crash"], ["before-crash"])
         _write(services, "after-crash")
+    assert _servers_under(data_dir) == []
+
+
+def test_a_redis_server_that_dies_is_reaped_and_restarted_on_the_same_address(
+    data_dir: Path,
+) -> None:
+    with EmbeddedServices(data_dir) as services:
+        _write(services, "before")
+        (old,) = [p for p in _servers_under(data_dir) if p.name() == "redis-server"]
+        old.kill()
+        deadline = time.monotonic() + 20
+        while True:
+            alive = [p for p in _servers_under(data_dir) if p.name() == "redis-server"]
+            fresh = [p for p in alive if p.pid != old.pid]
+            if fresh:
+                with (
+                    contextlib.suppress(redis.RedisError, OSError),
+                    redis.Redis.from_url(services.redis_url, socket_timeout=1) as client,
+                ):
+                    if client.ping():
+                        break
+            assert time.monotonic() < deadline, "redis-server was not restarted"
+        # The dead one was reaped: no <defunct> child left behind.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            assert old.status() != psutil.STATUS_ZOMBIE
+        assert services.redis_restarts == 1
+        # Its append-only file is read back: nothing acknowledged before the crash is lost
+        # beyond the fsync interval, and new writes work on the same URL.
+        _write(services, "after")
     assert _servers_under(data_dir) == []

@@ -593,8 +593,9 @@ async def test_requests_that_are_not_uploads_are_refused(client: httpx.AsyncClie
         "/api/sources", content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data"}
     )
     assert (r.status_code, r.json()["error"]) == (422, "invalid_multipart")
+    # NUL is refused at the door, as in every JSON body (PostgreSQL cannot store it).
     r = await client.post("/api/sources", json={"connector": {"path": "/tmp/a\x00b"}})
-    assert (r.status_code, r.json()["error"]) == (422, "invalid_connector_path")
+    assert (r.status_code, r.json()["error"]) == (422, "invalid_character")
     r = await client.post("/api/sources", json={"connector": {"path": 42}})
     assert (r.status_code, r.json()["error"]) == (422, "invalid_body")
     r = await client.post(
@@ -706,3 +707,19 @@ async def test_an_attachment_over_http_is_extracted(client: httpx.AsyncClient):
     assert (body["filename"], body["content_type"]) == ("note.csv", "text/csv")
     r = await client.get(f"/api/attachments/{uuid.uuid4()}")
     assert (r.status_code, r.json()["error"]) == (404, "attachment_not_found")
+
+
+async def test_a_task_cannot_ingest_a_source_its_owner_does_not_own(rig: Rig):
+    source_id = await rig.upload("mine.txt", words(12).encode())
+    await rig.drain()
+    before = await rig.source(source_id)
+    # A service token may enqueue for any user: here for mallory, naming rig's source.
+    mallory = f"m{rig.user}"
+    context = {"source_id": source_id, "operation": "reingest"}
+    await rig.tasks.enqueue("source.ingest", mallory, context, context=context, queue=rig.queue)
+    await rig.drain()
+    after = await rig.source(source_id)
+    assert (after["status"], after["updated_at"]) == (before["status"], before["updated_at"])
+    page = await rig.journal.read_after(Target.user(mallory), ZERO_ID, limit=100)
+    failed = [decode(e.envelope) for e in page.entries if e.type == "source.ingest.failed"]
+    assert len(failed) == 1 and failed[0].data["code"] == "source_not_found"

@@ -132,6 +132,9 @@ async def rig(unique: str, migrated_database: str) -> AsyncIterator[Rig]:
         jwt_secret=TEST_SECRET,
         public_url=HERALD,
         task_backoff_s=0.01,  # failed discovery is retried: keep the drain short
+        # The test authorization server listens on loopback, which is refused
+        # unless allowed (and 127.0.0.1 only: other loopback addresses stay refused).
+        oauth_allowed_networks=["127.0.0.1/32"],
     )
     auth = Authenticator(settings)
     async with open_state(settings, auth) as state:
@@ -421,3 +424,86 @@ async def test_bad_connect_requests_are_4xx_naming_the_problem(rig: Rig, body, s
 async def test_connect_needs_a_credential(rig: Rig):
     r = await rig.http.post("/api/oauth/connect", json={"server_url": "https://x.example"})
     assert r.status_code == 401
+
+
+# -- where the worker may connect (issue 11, #4) ----------------------------------------
+
+
+async def test_a_loopback_server_outside_the_allow_list_is_refused_before_any_request(
+    rig: Rig, auth_server
+):
+    rig.state.settings = rig.state.settings.model_copy(update={"oauth_allowed_networks": []})
+    # At the door: a literal loopback address is refused with no task queued.
+    r = await rig.http.post(
+        "/api/oauth/connect", headers=rig.headers, json={"server_url": "http://127.0.0.1:6379/"}
+    )
+    assert r.status_code == 422 and r.json()["error"] == "invalid_server_url"
+    assert "loopback" in r.json()["detail"]
+    # In the worker (a task queued some other way): refused before it connects.
+    payload = {"server_url": auth_server.mcp_url, "redirect_uri": CALLBACK}
+    await rig.tasks.enqueue("mcp.oauth.connect", rig.user, payload, events="mcp.oauth")
+    await rig.drain()
+    ((_, data, _),) = [e for e in await rig.events() if e[0] == "mcp.oauth.failed"]
+    assert data["code"] == "address_refused", data
+    assert "loopback" in data["message"]
+
+
+class ElsewhereServer(AuthorizationServer):
+    """Metadata that aims the worker's registration POST at another loopback address."""
+
+    def metadata(self, wrong_issuer: bool = False) -> dict[str, Any]:
+        meta = super().metadata(wrong_issuer)
+        meta["registration_endpoint"] = meta["registration_endpoint"].replace(
+            "127.0.0.1", "127.0.0.2"
+        )
+        return meta
+
+
+async def test_a_url_named_in_fetched_metadata_is_checked_too(rig: Rig):
+    with ElsewhereServer() as server:
+        await rig.connect(server.mcp_url)
+        await rig.drain()
+    ((_, data, _),) = [e for e in await rig.events() if e[0] == "mcp.oauth.failed"]
+    assert data["code"] == "address_refused", data
+    assert "127.0.0.2" in data["message"] and "loopback" in data["message"]
+
+
+# -- the redirect URI and the browser that started (issue 11, #6) -----------------------
+
+
+async def test_without_a_public_url_connect_is_503_and_the_host_header_is_never_used(
+    rig: Rig, auth_server
+):
+    rig.state.settings = rig.state.settings.model_copy(
+        update={"public_url": "", "oauth_redirect_url": ""}
+    )
+    r = await rig.http.post(
+        "/api/oauth/connect",
+        headers={**rig.headers, "Host": "attacker.example"},
+        json={"server_url": auth_server.mcp_url},
+    )
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "oauth_unconfigured"
+    assert await rig.types() == []
+
+
+async def test_the_callback_must_come_from_the_browser_that_connected(rig: Rig, auth_server):
+    task_id = await rig.connect(auth_server.mcp_url)
+    cookie = rig.http.cookies.get(f"herald_oauth_{task_id}")
+    assert cookie, "connect sets the browser's binding cookie"
+    await rig.drain()
+    redirect = await browse(await rig.authorization_url())
+    # Another browser (no cookie, or another one's) is refused and takes nothing.
+    rig.http.cookies.clear()
+    r = await rig.callback(redirect)
+    assert r.status_code == 400 and r.json()["error"] == "wrong_browser"
+    rig.http.cookies.set(f"herald_oauth_{task_id}", "someone-elses", domain="herald.test")
+    r = await rig.callback(redirect)
+    assert r.status_code == 400 and r.json()["error"] == "wrong_browser"
+    # The browser that started it finishes it.
+    rig.http.cookies.clear()
+    rig.http.cookies.set(f"herald_oauth_{task_id}", cookie, domain="herald.test")
+    r = await rig.callback(redirect)
+    assert r.status_code == 202, r.text
+    await rig.drain()
+    assert (await rig.types())[-1] == "mcp.oauth.completed"

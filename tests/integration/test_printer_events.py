@@ -80,7 +80,7 @@ async def _next_status(stream: SseStream, printer_id: str) -> dict[str, Any]:
                 envelope["type"] == "printer.status"
                 and envelope["data"]["printer_id"] == printer_id
             ):
-                assert envelope["source"] == "/workers/printers"
+                assert envelope["source"] == "/workers/printers/topics/printers"
                 return dict(envelope["data"])
 
 

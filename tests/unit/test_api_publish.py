@@ -15,7 +15,7 @@ from herald.api.auth import Authenticator
 from herald.api.state import memory_state
 from herald.api.tickets import RedisTicketStore
 from herald.journal.base import JournalLimits
-from herald.journal.positions import Target
+from herald.journal.positions import ZERO_ID, Target
 from herald.journal.redis import RedisJournal
 from herald.journal.runtime.settings import Settings
 
@@ -152,3 +152,22 @@ async def test_healthz_needs_nothing(env):
     http, _, _ = env
     body = orjson.loads((await http.get("/healthz")).content)
     assert body["status"] == "ok" and body["uptime_s"] >= 0
+
+
+@pytest.mark.parametrize("source", ["not a uri", "/x?q=1", "/x#f", "/%zz"])
+async def test_a_publisher_source_that_is_not_a_uri_reference_is_422(env, source):
+    http, auth, _ = env
+    body = {"user": "alice", "type": "a.b", "data": {}, "source": source}
+    r = await http.post("/api/publish", headers=_bearer(auth, "admin"), json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "invalid_envelope" and "URI-reference" in r.json()["detail"]
+
+
+async def test_a_publisher_source_is_kept_before_the_stream_path(env):
+    http, auth, journal = env
+    body = {"user": "al|ce", "type": "a.b", "data": {}, "source": "https://shop.example/orders"}
+    r = await http.post("/api/publish", headers=_bearer(auth, "admin"), json=body)
+    assert r.status_code == 201, r.text
+    page = await journal.read_after(Target.user("al|ce"), ZERO_ID, limit=1)
+    env_ = orjson.loads(page.entries[0].envelope)
+    assert env_["source"] == "https://shop.example/orders/users/al%7Cce"

@@ -85,7 +85,11 @@ def test_too_many_held_events_end_the_response():
 def test_watchdog_envelope_is_a_terminal_error_without_a_number():
     env = watchdog_envelope(MID, "producer_stale", "no heartbeat")
     body = orjson.loads(env)
-    assert body["type"] == "message.error" and body["id"] == "watchdog"
+    assert body["type"] == "message.error" and body["id"].startswith("watchdog-")
+    # Unique, as every CloudEvents id: two watchdog errors are two events.
+    again = orjson.loads(watchdog_envelope(MID, "producer_stale", "no heartbeat"))
+    assert again["id"] != body["id"] and again["source"] == body["source"]
+    assert body["source"] == f"/herald/messages/{MID}"
     assert body["data"] == {"code": "producer_stale", "message": "no heartbeat"}
     assert body["time"].endswith("Z")
     assert is_terminal(env) and not is_terminal(live(0).envelope)

@@ -27,7 +27,7 @@ from herald.journal.base import JournalLimits, PublishRequest
 from herald.journal.memory import MemoryJournal
 from herald.journal.positions import Target
 from herald.journal.redis import RedisJournal
-from herald.journal.runtime.metrics import ENVELOPES_DELIVERED
+from herald.journal.runtime.metrics import ENVELOPES_DELIVERED, type_prefix
 from herald.journal.runtime.settings import Settings
 from herald.streams.cursor import Cursor
 from herald.streams.hub_memory import MemoryHub
@@ -57,19 +57,34 @@ async def journal(request: pytest.FixtureRequest) -> AsyncIterator[MemoryJournal
 async def test_published_counts_new_envelopes_by_type_prefix(
     journal: MemoryJournal | RedisJournal,
 ) -> None:
-    source = delta("herald_envelopes_published_total", type_prefix="mtest")
-    other = delta("herald_envelopes_published_total", type_prefix="mtestother")
+    source = delta("herald_envelopes_published_total", type_prefix="source")
+    other = delta("herald_envelopes_published_total", type_prefix="other")
     target = Target.user("metrics-user")
-    await journal.publish(target, "mtest.one", {}, idempotency_key="k1")
-    await journal.publish(target, "mtest.one", {}, idempotency_key="k1")  # a repeat
+    await journal.publish(target, "source.one", {}, idempotency_key="k1")
+    await journal.publish(target, "source.one", {}, idempotency_key="k1")  # a repeat
     await journal.publish_many(
         [
-            PublishRequest(target, "mtest.two.deep", {}),
+            PublishRequest(target, "source.two.deep", {}),
             PublishRequest(target, "mtestother.x", {}),
-            PublishRequest(target, "mtest.three", {}),
+            PublishRequest(target, "source.three", {}),
         ]
     )
     assert source() == 3 and other() == 1
+
+
+@pytest.mark.parametrize(
+    ("event_type", "label"),
+    [
+        ("source.ingest.progress", "source"),
+        ("herald.gap", "herald"),
+        ("page_event.changed", "page_event"),
+        ("invented.x", "other"),
+        ("sourcex.y", "other"),
+        (f"{'a' * 500}.x", "other"),
+    ],
+)
+def test_type_prefix_labels_are_known_prefixes_or_other(event_type: str, label: str) -> None:
+    assert type_prefix(event_type) == label
 
 
 def _state(**settings: object) -> AppState:

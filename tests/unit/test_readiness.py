@@ -261,3 +261,19 @@ async def test_stream_beyond_the_process_cap_is_503() -> None:
         assert r.json()["error"] == "server_busy"
         report = (await http.get("/readiness")).json()
         assert report["checks"]["sse_connections"]["status"] == "fail"
+
+
+@dataclass
+class StuckBuffer(Buffer):
+    failing_for_s: float = 0.0
+
+
+async def test_writer_failing_for_longer_than_the_stuck_limit_fails_readiness() -> None:
+    from herald.api.readiness import WRITER_STUCK_S, default_registry
+
+    stuck = StuckBuffer(3, 100, failing=True, failing_for_s=WRITER_STUCK_S + 1)
+    result = await check_writer(replace(_state(), writer=stuck))  # type: ignore[arg-type]
+    assert result.status == "fail" and "stuck" in result.detail
+    assert {c.name: c.critical for c in default_registry().checks}["writer"] is True
+    blip = StuckBuffer(3, 100, failing=True, failing_for_s=1.0)
+    assert (await check_writer(replace(_state(), writer=blip))).status == "stale"  # type: ignore[arg-type]

@@ -263,3 +263,14 @@ async def test_an_expired_token_ends_even_a_stream_that_is_never_idle():
         async with asyncio.timeout(2):
             await s.live(sub, emit, until=asyncio.get_running_loop().time() - 1)
     assert emitted == []
+
+
+def test_gap_envelopes_have_unique_ids_even_at_one_cursor():
+    from herald.journal.positions import StreamId
+    from herald.streams.recovery import Gap, GapReason
+    from herald.streams.session import gap_envelope
+
+    gap = Gap("user:alice", StreamId(1, 0), StreamId(5, 0), GapReason.TRIMMED)
+    one, two = (orjson.loads(gap_envelope("u~e~1-0", gap)) for _ in range(2))
+    assert one["type"] == two["type"] == "herald.gap"
+    assert (one["source"], one["id"]) != (two["source"], two["id"])
