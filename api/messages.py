@@ -382,6 +382,8 @@ class MessageEventsQuery(BaseModel):
         "bad_format",
         "bad_limit",
         "server_busy",
+        "too_many_connections",
+        "replay_budget_exhausted",
     ),
     tags=("messages",),
 )

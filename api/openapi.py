@@ -56,7 +56,13 @@ AUTH_ERRORS = (
     "bad_algorithm",
     "bad_ticket",
 )
-BODY_ERRORS = ("invalid_json", "invalid_body", "body_too_large")
+BODY_ERRORS = (
+    "invalid_json",
+    "invalid_body",
+    "invalid_character",
+    "body_too_large",
+    "unsupported_media_type",
+)
 _ATTR = "__herald_endpoint__"
 
 

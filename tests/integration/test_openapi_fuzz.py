@@ -118,6 +118,12 @@ def test_schemathesis_finds_no_server_error_and_every_answer_conforms(
             HERALD_MEMBER_DIRECTORY_URL=directory.url,
             HERALD_MEMBER_DIRECTORY_KEY="fuzz-directory-key",
             HERALD_CONNECTOR_ROOTS=f'["{docs}"]',
+            # OAuth needs a public URL to build its redirect URI; nothing is sent to it.
+            HERALD_PUBLIC_URL="http://127.0.0.1:9",
+            # Queued tasks are never run: a fuzzed OAuth server URL must not be fetched
+            # (the fuzz sends traffic to this loopback server only).
+            HERALD_WORKER_IN_PROCESS="false",
+            HERALD_PRINTER_PROBE="false",
         ) as server,
     ):
         document = httpx.get(f"{server.url}/openapi.json").json()
