@@ -99,20 +99,30 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     folder = tmp_path_factory.mktemp("newcomer")
-    port = free_port()
-    proc = subprocess.Popen(
-        [HERALD, "serve", "--port", str(port)],
-        cwd=folder,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    out = Lines(proc)
+    for attempt in range(3):
+        # A free port can be taken by another process before the server binds it:
+        # then it exits saying so, and starts again on another port.
+        port = free_port()
+        proc = subprocess.Popen(
+            [HERALD, "serve", "--port", str(port)],
+            cwd=folder,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        out = Lines(proc)
+        try:
+            out.until(lambda line: "dev token" in line, timeout=120)
+            token = out.until(lambda line: line.startswith("ey")).strip()
+            out.until(lambda line: line.startswith("herald: ready"), timeout=120)
+            break
+        except AssertionError as e:
+            proc.wait(60)
+            out.close()
+            if "address already in use" not in str(e) or attempt == 2:
+                raise
     try:
-        out.until(lambda line: "dev token" in line, timeout=120)
-        token = out.until(lambda line: line.startswith("ey")).strip()
-        out.until(lambda line: line.startswith("herald: ready"), timeout=120)
         yield Served(folder, f"http://127.0.0.1:{port}", token)
     finally:
         proc.send_signal(signal.SIGTERM)
