@@ -26,6 +26,7 @@ from herald.journal.base import (
 from herald.journal.envelope import Prepared
 from herald.journal.positions import ZERO_ID, StreamId, Target
 from herald.journal.runtime.metrics import count_published
+from herald.journal.runtime.sharded import publish_script
 
 __all__ = ["RedisJournal"]
 
@@ -75,7 +76,7 @@ class RedisJournal:
         self.client = client
         self.limits = limits or JournalLimits()
         source = resources.files("herald.journal").joinpath("lua/publish.lua").read_text()
-        self._script = client.register_script(source)
+        self._script = client.register_script(publish_script(source, client))
 
     def _call_args(
         self, target: Target, items: Sequence[tuple[Prepared, str | None]]

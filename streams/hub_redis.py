@@ -28,11 +28,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from redis.asyncio.connection import AbstractConnection
-
 from herald.journal.runtime.metrics import HUB_RECONNECTS
 from herald.streams.hub import Registry, Subscribing, Subscription, parse_frame
 from herald.streams.keys import hub_control_channel
+from herald.streams.pubsub import PubSubConnection
 
 __all__ = ["HubUnavailable", "RedisHub"]
 
@@ -49,7 +48,7 @@ class HubUnavailable(Exception):
 class RedisHub:
     def __init__(
         self,
-        connect: Callable[[], AbstractConnection],
+        connect: Callable[[], PubSubConnection],
         *,
         ping_interval_s: float = 5.0,
         subscribe_timeout_s: float = 5.0,
@@ -61,7 +60,7 @@ class RedisHub:
         self._registry = Registry()
         self._control = hub_control_channel(secrets.token_hex(8))
         self._lock = asyncio.Lock()
-        self._conn: AbstractConnection | None = None  # set while commands may be sent
+        self._conn: PubSubConnection | None = None  # set while commands may be sent
         # SUBSCRIBE sent on the current connection; confirmed once no reply is due.
         self._sent: set[str] = set()
         # SUBSCRIBE replies still to come per channel: after a quick leave and
@@ -184,9 +183,9 @@ class RedisHub:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
-    async def _read(self, conn: AbstractConnection, first: bool) -> None:
+    async def _read(self, conn: PubSubConnection, first: bool) -> None:
         async with self._lock:
-            await conn.connect()  # type: ignore[no-untyped-call]
+            await conn.connect()
             self._conn = conn
             awaiting = {self._control, *self._registry.by_channel}
             await self._send("SUBSCRIBE", sorted(awaiting))

@@ -11,6 +11,7 @@ from redis.backoff import ExponentialBackoff
 from herald.journal.base import Journal, JournalLimits
 from herald.journal.memory import MemoryJournal
 from herald.journal.redis import RedisJournal
+from herald.journal.runtime.cluster import make_cluster
 from herald.journal.runtime.settings import Settings
 
 __all__ = ["journal_limits", "make_journal", "make_redis", "tcp_options"]
@@ -27,6 +28,8 @@ def journal_limits(settings: Settings) -> JournalLimits:
 
 def make_redis(settings: Settings, url: str | None = None) -> aioredis.Redis:
     """The command client: bounded pool, health checks and TCP keepalive, bytes replies."""
+    if settings.redis_cluster and url is None:
+        return make_cluster(settings)
     url = url or settings.redis_url
     # A blocking pool makes a burst wait for a free connection instead of failing.
     pool = aioredis.BlockingConnectionPool.from_url(
