@@ -169,7 +169,9 @@ class RedisJournal:
                 for target, chunk in calls:
                     items = [(prepared[i], requests[i].idempotency_key) for i in chunk]
                     keys, argv = self._call_args(target, items)
-                    pipe.evalsha(self._script.sha, len(keys), *keys, *argv)
+                    # execute_command: RedisCluster's pipeline refuses .evalsha, yet
+                    # routes a raw EVALSHA by its keys like any command.
+                    pipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, *argv)
                 try:
                     return list(await pipe.execute())
                 except NoScriptError:
