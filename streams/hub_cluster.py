@@ -233,7 +233,10 @@ class ShardedConnection:
                 raise self._failure
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.wait_for(waiter, timeout)
+                # Not wait_for: on 3.11 it swallows a cancel that races a result,
+                # and the hub's reader would then never stop.
+                async with asyncio.timeout(timeout):
+                    await waiter
             except TimeoutError:
                 return None
             finally:
@@ -276,6 +279,8 @@ class ShardedConnection:
                     if self._unsubscribing[channel] == 0:
                         del self._unsubscribing[channel]
                     self._put([b"unsubscribe", reply[1], reply[2]])
+                else:  # pong: the hub counts any reply as a sign of life
+                    self._put(reply)
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -288,9 +293,9 @@ class ShardedConnection:
         readers, self._readers = self._readers, []
         for task in readers:
             task.cancel()
-        for task in readers:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # gather, not a suppress(CancelledError) per task: a cancel of the caller
+        # itself must still go through.
+        await asyncio.gather(*readers, return_exceptions=True)
         for conn in self._nodes.values():
             with contextlib.suppress(Exception):
                 await conn.disconnect(nowait=nowait)
