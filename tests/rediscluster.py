@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from redis.crc import key_slot
+
 __all__ = ["LocalCluster", "unavailable"]
 
 MIN_VERSION = (7, 0)
@@ -179,16 +181,38 @@ class LocalCluster:
                                 int(r["addr"].rsplit(":", 1)[1])))  # fmt: skip
         return sorted(out)
 
-    def primary_of(self, slot: int) -> int:
-        """The port of the primary serving ``slot``."""
+    def slot_ranges(self) -> list[tuple[int, int, int]]:
+        """(first slot, last slot, primary port) for every served range."""
+        out = []
         for r in self.topology():
             if "master" not in r["flags"]:
                 continue
             for part in r["slots"].split():
                 lo, _, hi = part.partition("-")
-                if lo.isdigit() and int(lo) <= slot <= int(hi or lo):
-                    return int(r["addr"].rsplit(":", 1)[1])
+                if lo.isdigit():
+                    out.append((int(lo), int(hi or lo), int(r["addr"].rsplit(":", 1)[1])))
+        return out
+
+    def primary_of(self, slot: int) -> int:
+        """The port of the primary serving ``slot``."""
+        for lo, hi, port in self.slot_ranges():
+            if lo <= slot <= hi:
+                return port
         raise LookupError(f"slot {slot} is not served")
+
+    def users_on_every_shard(self, prefix: str, per_shard: int = 1) -> dict[int, list[str]]:
+        """``per_shard`` user names per primary port whose streams live on it."""
+        ranges = self.slot_ranges()
+        found: dict[int, list[str]] = {port: [] for _, _, port in ranges}
+        i = 0
+        while any(len(names) < per_shard for names in found.values()):
+            name = f"{prefix}-{i}"
+            slot = key_slot(f"{{u:{name}}}".encode())
+            port = next(p for lo, hi, p in ranges if lo <= slot <= hi)
+            if len(found[port]) < per_shard:
+                found[port].append(name)
+            i += 1
+        return found
 
     def failover(self, primary: int, timeout: float = 30.0) -> int:
         """``CLUSTER FAILOVER`` on ``primary``'s replica; waits until the replica

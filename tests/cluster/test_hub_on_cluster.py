@@ -16,7 +16,7 @@ from herald.journal.positions import Target
 from herald.journal.redis import RedisJournal
 from herald.journal.runtime.settings import Settings
 from herald.streams.hub import LiveMessage, Signal, Subscription
-from herald.streams.hub_cluster import ShardedConnection, ShardedConnections, slot_of
+from herald.streams.hub_cluster import ShardedConnection, ShardedConnections
 from herald.streams.hub_redis import RedisHub
 from tests.contract.test_hub_contract import *  # noqa: F403
 from tests.contract.test_hub_contract import DEADLINE_S, LIMITS, Rig
@@ -52,14 +52,8 @@ async def hub(cluster_settings: Settings) -> AsyncIterator[RedisHub]:
 
 
 def users_on_every_shard(cluster: LocalCluster, prefix: str) -> dict[int, str]:
-    """One user name per primary port, found by hashing candidate names."""
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < len(cluster.pairs()):
-        name = f"{prefix}-{i}"
-        found.setdefault(cluster.primary_of(slot_of(Target.user(name).channel)), name)
-        i += 1
-    return found
+    """One user name per primary port."""
+    return {port: names[0] for port, names in cluster.users_on_every_shard(prefix).items()}
 
 
 async def until(predicate: Callable[[], bool], seconds: float = DEADLINE_S) -> None:
