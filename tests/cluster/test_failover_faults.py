@@ -256,7 +256,10 @@ async def test_exact_resume_across_replicas_and_a_failover(
     finally:
         await client.aclose()
     elapsed = time.monotonic() - began
-    # Both replicas' hubs lost the failed-over shard's subscriptions and resubscribed.
+    # A hub subscribed to a channel of the failed-over shard lost it and resubscribed.
+    # (A replica with no reader of that shard at that moment had nothing to move: its
+    # next SSUBSCRIBE there reaches the demoted node, which as a replica of the same
+    # shard still receives the shard's messages.)
     reconnects = [await hub_reconnects(http, server) for server in replicas]
     verdicts = {r.user: r.verdict() for r in scenario.readers}
     outcome = "exactly 1..5000" if set(verdicts.values()) == {"exact"} else "a lost-writes gap"
@@ -272,5 +275,5 @@ async def test_exact_resume_across_replicas_and_a_failover(
     if outcome == "exactly 1..5000":
         assert every == list(range(1, TOTAL + 1))
     assert scenario.failover_log, "the failover did not happen"
-    assert all(r >= 1 for r in reconnects), reconnects
+    assert sum(reconnects) >= 1, reconnects
     assert all(r.switches >= DROPS_PER_READER for r in scenario.readers)
