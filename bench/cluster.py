@@ -15,13 +15,13 @@ hub's connection factory; ``HERALD_REDIS_CLUSTER`` is the only difference):
   U user streams (so over every shard); envelopes/s.
 * publish_many: the same envelopes in batches of 100 (one pipeline per batch, split
   by node on the cluster); envelopes/s.
-* fan-out: one hub, F subscribers per user channel (U × F subscriptions, each a
+* fan-out: one hub, F subscribers per user channel (U x F subscriptions, each a
   task draining its queue as an SSE connection does); E envelopes published in
   batches; deliveries/s from the first publish to the last delivery.
 * connections: TCP connections from this process to the servers after the fan-out
   (command client + hub).  Bounds: one Redis, ``HERALD_REDIS_MAX_CONNECTIONS`` + 1;
   the cluster, ``HERALD_REDIS_MAX_CONNECTIONS`` in flight but kept per primary, + one
-  sharded pub/sub connection per primary: (max + 1) × primaries.
+  sharded pub/sub connection per primary: (max + 1) x primaries.
 
 On one small machine every server and the client share the same cores, so the
 cluster cannot be faster here; the ratios measure what cluster mode costs per
