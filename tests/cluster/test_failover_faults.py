@@ -234,6 +234,11 @@ async def test_exact_resume_across_replicas_and_a_failover(
     cluster_settings: Settings,
     unique: str,
 ) -> None:
+    for server in replicas:  # deep checks pass on the cluster (Redis, hub, database)
+        ready = await http.get(server.url + "/readiness")
+        checks = ready.json()["checks"]
+        assert ready.status_code == 200, ready.text
+        assert checks["redis"]["status"] == checks["hub"]["status"] == "ok", ready.text
     seed = fresh_seed()
     print(f"seed={seed} (HERALD_TEST_SEED={seed} replays this schedule)")
     from herald.journal.runtime.cluster import make_cluster
