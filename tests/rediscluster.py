@@ -72,7 +72,7 @@ class LocalCluster:
         self.replicas_per_primary = replicas_per_primary
         self.ports: list[int] = []
         self.dir = Path(tempfile.mkdtemp(prefix="herald-cluster-"))
-        self._procs: list[subprocess.Popen[bytes]] = []
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
     @property
     def url(self) -> str:
@@ -95,27 +95,9 @@ class LocalCluster:
     def start(self, timeout: float = 60.0) -> LocalCluster:
         for _ in range(self.size):
             port = _free_port_pair()
-            node_dir = self.dir / str(port)
-            node_dir.mkdir()
-            self._procs.append(
-                subprocess.Popen(
-                    [
-                        "redis-server",
-                        "--port", str(port),
-                        "--bind", "127.0.0.1",
-                        "--cluster-enabled", "yes",
-                        "--cluster-config-file", "nodes.conf",
-                        "--cluster-node-timeout", "2000",
-                        "--dir", str(node_dir),
-                        "--save", "",
-                        "--appendonly", "no",
-                        "--logfile", "redis.log",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )  # fmt: skip
+            (self.dir / str(port)).mkdir()
             self.ports.append(port)
+            self._spawn(port)
         deadline = time.monotonic() + timeout
         for port in self.ports:
             self._wait(deadline, lambda p=port: self.cli(p, "PING").strip() == "PONG")
@@ -130,6 +112,36 @@ class LocalCluster:
         )
         self.wait_healthy(deadline - time.monotonic())
         return self
+
+    def _spawn(self, port: int) -> None:
+        self._procs[port] = subprocess.Popen(
+            [
+                "redis-server",
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "2000",
+                "--dir", str(self.dir / str(port)),
+                "--save", "",
+                "--appendonly", "no",
+                "--logfile", "redis.log",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def crash(self, port: int) -> None:
+        """SIGKILL one node: to the cluster it disappears."""
+        proc = self._procs.pop(port)
+        proc.kill()
+        proc.wait(10)
+
+    def revive(self, port: int, timeout: float = 30.0) -> None:
+        """Start a crashed node again (it keeps its cluster identity) and wait until
+        the cluster is healthy, with every primary replicated again."""
+        self._spawn(port)
+        self.wait_healthy(timeout)
 
     def _wait(self, deadline: float, ok: object) -> None:
         assert callable(ok)
@@ -225,9 +237,9 @@ class LocalCluster:
         return replica
 
     def stop(self) -> None:
-        for proc in self._procs:
+        for proc in self._procs.values():
             proc.kill()
-        for proc in self._procs:
+        for proc in self._procs.values():
             proc.wait(10)
         self._procs.clear()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -141,3 +141,26 @@ async def test_one_subscription_on_several_shards_gets_each_channel_in_order(
         assert [m.id for m in got if m.channel == t.channel] == [
             r.id for r in sent if r.target == t
         ]
+
+
+async def test_a_crashed_primary_is_followed_to_its_promoted_replica(
+    hub: RedisHub, local_cluster: LocalCluster, cluster_client: aioredis.Redis, unique: str
+) -> None:
+    users = users_on_every_shard(local_cluster, unique)
+    journal = RedisJournal(cluster_client, LIMITS)
+    victim = next(iter(users))
+    replica = dict(local_cluster.pairs())[victim]
+    try:
+        async with hub.subscribe([Target.user(u).channel for u in users.values()], 100) as sub:
+            local_cluster.crash(victim)
+            async with asyncio.timeout(30):  # node timeout (2 s) + election + backoff
+                assert await sub.take() == [Signal.RESYNC]
+            conn = hub._conn
+            assert isinstance(conn, ShardedConnection) and hub.connected
+            assert replica in [port for _, port in conn.primaries]
+            assert victim not in [port for _, port in conn.primaries]
+            for name in users.values():
+                sent = await journal.publish(Target.user(name), "demo.n", {"n": 4})
+                assert (await next_message(sub)).id == sent.id
+    finally:
+        await asyncio.to_thread(local_cluster.revive, victim)
