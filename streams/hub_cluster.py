@@ -212,9 +212,13 @@ class ShardedConnection:
         for ch in channels:
             by_slot.setdefault(slot_of(ch), []).append(ch)
         for slot, group in by_slot.items():
-            owner = self._nodes.get(self._slots.owner(slot))
-            if owner is None:
-                raise SlotMoved(f"slot {slot} is served by a primary not connected")
+            try:
+                owner = self._nodes.get(self._slots.owner(slot))
+                if owner is None:
+                    raise SlotMoved(f"slot {slot} is served by a primary not connected")
+            except SlotMoved as e:
+                self._fail(e)  # the hub reconnects with a fresh slot map
+                raise
             if command == "UNSUBSCRIBE":
                 self._unsubscribing.update(group)
             await owner.send_command("S" + command, *group, check_health=False)
@@ -285,9 +289,13 @@ class ShardedConnection:
             raise
         except Exception as e:
             log.info("sharded pub/sub on %s:%d failed: %s: %s", *addr, type(e).__name__, e)
-            if self._failure is None:
-                self._failure = e
-                self._put(e)
+            self._fail(e)
+
+    def _fail(self, e: Exception) -> None:
+        """The first failure ends the connection: the hub's next read raises it."""
+        if self._failure is None:
+            self._failure = e
+            self._put(e)
 
     async def disconnect(self, nowait: bool = False) -> None:
         readers, self._readers = self._readers, []
