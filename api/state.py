@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
@@ -33,8 +32,10 @@ from herald.journal.tasks.queue import TaskQueue
 from herald.streams.budget import BudgetLimits, Budgets, LeaseKeeper, MemoryBudgets
 from herald.streams.budget_redis import RedisBudgets
 from herald.streams.hub import Hub
+from herald.streams.hub_cluster import ShardedConnections
 from herald.streams.hub_memory import MemoryHub
 from herald.streams.hub_redis import RedisHub
+from herald.streams.pubsub import PubSubConnection
 
 __all__ = ["AppState", "open_state", "state_of"]
 
@@ -91,9 +92,16 @@ def memory_state(settings: Settings, auth: Authenticator) -> AppState:
     return state
 
 
-def hub_connection_factory(settings: Settings) -> Callable[[], AbstractConnection]:
+def hub_ping_s(settings: Settings) -> float:
+    return min(5.0, settings.keepalive_s)
+
+
+def hub_connection_factory(settings: Settings) -> Callable[[], PubSubConnection]:
     """New connections for the hub: they block on reads (no socket timeout) and the
-    hub handles reconnects itself, pinging to detect a dead peer."""
+    hub handles reconnects itself, pinging to detect a dead peer.  On Redis Cluster
+    one "connection" is a sharded pub/sub connection per primary."""
+    if settings.redis_cluster:
+        return ShardedConnections.from_settings(settings, ping_interval_s=hub_ping_s(settings))
     pool = aioredis.ConnectionPool.from_url(
         settings.redis_url,
         socket_timeout=None,
@@ -122,7 +130,7 @@ async def open_state(settings: Settings, auth: Authenticator) -> AsyncIterator[A
     client = make_redis(settings)
     hub = RedisHub(
         hub_connection_factory(settings),
-        ping_interval_s=min(5.0, settings.keepalive_s),
+        ping_interval_s=hub_ping_s(settings),
         pong_timeout_s=settings.redis_socket_timeout_s,
     )
     budgets = RedisBudgets(client, budget_limits(settings))

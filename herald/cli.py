@@ -201,6 +201,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     port = args.port if args.port is not None else settings.port
     auth = _authenticator(settings, create=True)
     embedded = settings.embedded  # the URLs are filled in below
+    if embedded and getattr(args, "no_embedded", False):
+        _fail("--no-embedded: set HERALD_REDIS_URL and HERALD_DATABASE_URL (both are needed)")
     with _terminate_as_exit(), contextlib.ExitStack() as stack:
         if embedded:
             print(f"herald: starting embedded Redis and PostgreSQL in {settings.data_dir}/ …")
@@ -509,6 +511,11 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the API (starts embedded Redis/PostgreSQL if no URLs)")
     s.add_argument("--host", default=None, help="listen address (default HERALD_HOST, 127.0.0.1)")
     s.add_argument("--port", type=int, default=None, help="listen port (default HERALD_PORT, 8000)")
+    s.add_argument(
+        "--no-embedded",
+        action="store_true",
+        help="a replica: refuse to start without HERALD_REDIS_URL and HERALD_DATABASE_URL",
+    )
     s.set_defaults(func=cmd_serve)
 
     m = sub.add_parser("migrate", help="apply database migrations up to head")

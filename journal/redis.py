@@ -26,6 +26,7 @@ from herald.journal.base import (
 from herald.journal.envelope import Prepared
 from herald.journal.positions import ZERO_ID, StreamId, Target
 from herald.journal.runtime.metrics import count_published
+from herald.journal.runtime.sharded import publish_script
 
 __all__ = ["RedisJournal"]
 
@@ -75,7 +76,7 @@ class RedisJournal:
         self.client = client
         self.limits = limits or JournalLimits()
         source = resources.files("herald.journal").joinpath("lua/publish.lua").read_text()
-        self._script = client.register_script(source)
+        self._script = client.register_script(publish_script(source, client))
 
     def _call_args(
         self, target: Target, items: Sequence[tuple[Prepared, str | None]]
@@ -168,7 +169,9 @@ class RedisJournal:
                 for target, chunk in calls:
                     items = [(prepared[i], requests[i].idempotency_key) for i in chunk]
                     keys, argv = self._call_args(target, items)
-                    pipe.evalsha(self._script.sha, len(keys), *keys, *argv)
+                    # execute_command: RedisCluster's pipeline refuses .evalsha, yet
+                    # routes a raw EVALSHA by its keys like any command.
+                    pipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, *argv)
                 try:
                     return list(await pipe.execute())
                 except NoScriptError:

@@ -34,11 +34,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from redis.asyncio.connection import AbstractConnection
-
 from herald.journal.runtime.metrics import HUB_RECONNECTS
 from herald.streams.hub import Registry, Subscribing, Subscription, parse_frame
 from herald.streams.keys import hub_control_channel
+from herald.streams.pubsub import PubSubConnection
 
 __all__ = ["HubUnavailable", "RedisHub"]
 
@@ -59,7 +58,7 @@ class RedisUnresponsive(ConnectionError):
 class RedisHub:
     def __init__(
         self,
-        connect: Callable[[], AbstractConnection],
+        connect: Callable[[], PubSubConnection],
         *,
         ping_interval_s: float = 5.0,
         subscribe_timeout_s: float = 5.0,
@@ -73,7 +72,7 @@ class RedisHub:
         self._registry = Registry()
         self._control = hub_control_channel(secrets.token_hex(8))
         self._lock = asyncio.Lock()
-        self._conn: AbstractConnection | None = None  # set while commands may be sent
+        self._conn: PubSubConnection | None = None  # set while commands may be sent
         # SUBSCRIBE sent on the current connection; confirmed once no reply is due.
         self._sent: set[str] = set()
         # SUBSCRIBE replies still to come per channel: after a quick leave and
@@ -199,13 +198,13 @@ class RedisHub:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
-    async def _read(self, conn: AbstractConnection, first: bool) -> None:
+    async def _read(self, conn: PubSubConnection, first: bool) -> None:
         async with self._lock:
             # Bounded: a frozen Redis accepts the TCP connection, then never answers
             # the handshake (and subscribers wait on this lock meanwhile).
             try:
                 async with asyncio.timeout(self._pong_timeout_s):
-                    await conn.connect()  # type: ignore[no-untyped-call]
+                    await conn.connect()
             except TimeoutError as e:
                 raise RedisUnresponsive("Redis did not complete the connection") from e
             self._conn = conn

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 
 from herald.journal.runtime.clients import tcp_options
+from herald.journal.runtime.cluster import make_cluster
 
 if TYPE_CHECKING:
     from herald.journal.runtime.settings import Settings
@@ -34,6 +35,8 @@ def default_consumer_name() -> str:
 def blocking_client(settings: Settings) -> aioredis.Redis:
     """A client of one connection for blocking reads: no socket timeout (a read may
     block for BLOCK_MS), TCP keepalive to notice a dead peer."""
+    if settings.redis_cluster:
+        return make_cluster(settings, blocking=True)
     return aioredis.Redis.from_url(
         settings.redis_url,
         socket_timeout=None,

@@ -18,6 +18,9 @@
 -- first entry after its cursor does not point back at the cursor knows the
 -- entries in between were trimmed; one with p == '' had no predecessor.
 --
+-- On Redis Cluster the live PUBLISH runs as SPUBLISH (herald.journal.runtime.sharded):
+-- the channel carries the stream's hash tag, so it is in this script's slot.
+--
 -- The live message is "<epoch> <previous id> <envelope>", so a subscriber can
 -- tell a hole (previous id is not what it delivered last) from a normal step.
 --

@@ -46,6 +46,7 @@ from herald.journal.messages.writer import MessageWriter, Row
 from herald.journal.runtime.clients import make_redis
 from herald.journal.runtime.db import DatabaseUnavailable, make_engine
 from herald.journal.runtime.settings import Settings
+from herald.journal.runtime.sharded import live_publish, publish_script
 from herald.journal.storable import unstorable
 
 __all__ = ["MessageStream", "MessageStreams", "connect"]
@@ -72,7 +73,7 @@ class MessageStreams:
         self.redis = redis
         self.writer = writer
         self.settings = settings
-        self._script = redis.register_script(_SCRIPT)
+        self._script = redis.register_script(publish_script(_SCRIPT, redis))
         writer.on_renumbered = self._republish
 
     def message_stream(self, message_id: uuid.UUID | str, user_id: str) -> MessageStream:
@@ -160,7 +161,8 @@ class MessageStreams:
         payload = row.payload_json.encode()
         envelope = message_envelope(row.message_id, seq, row.event_type, payload, row.created_at)
         previous = str(seq - 1).encode() if seq > 0 else b""
-        await self.redis.publish(channel_of(row.message_id), b"m " + previous + b" " + envelope)
+        frame = b"m " + previous + b" " + envelope
+        await live_publish(self.redis, channel_of(row.message_id), frame)
 
 
 class MessageStream:

@@ -15,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from herald.journal.base import Journal, JournalLimits
 from herald.journal.memory import MemoryJournal
 from herald.journal.redis import RedisJournal
+from herald.journal.runtime.cluster import make_cluster
 from herald.journal.runtime.settings import Settings
 
 __all__ = [
@@ -82,9 +83,12 @@ def journal_limits(settings: Settings) -> JournalLimits:
     )
 
 
-def make_redis(settings: Settings, url: str | None = None) -> BoundedRedis:
+def make_redis(settings: Settings, url: str | None = None) -> aioredis.Redis:
     """The command client: bounded pool, health checks and TCP keepalive, bytes replies;
-    every call ends within ``HERALD_REDIS_SOCKET_TIMEOUT_S`` (``BoundedRedis``)."""
+    every call ends within ``HERALD_REDIS_SOCKET_TIMEOUT_S`` (``BoundedRedis``).  On
+    Redis Cluster (and no ``url``), the cluster client."""
+    if settings.redis_cluster and url is None:
+        return make_cluster(settings)
     url = url or settings.redis_url
     # A blocking pool makes a burst wait for a free connection instead of failing.
     pool = aioredis.BlockingConnectionPool.from_url(

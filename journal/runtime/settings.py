@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+import orjson
 from pydantic import (
     Field,
     SecretStr,
@@ -21,7 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from herald.journal.printers.spec import PrinterSpec
 
@@ -124,6 +125,15 @@ class Settings(BaseSettings):
     )
     redis_health_check_interval_s: int = Field(
         15, ge=0, description="Ping an idle pooled connection before use after this many seconds."
+    )
+    redis_cluster: bool = Field(
+        False,
+        description="`HERALD_REDIS_URL` names a node of a Redis Cluster (Redis 7+): commands follow the slot map, live delivery uses sharded pub/sub with one connection per primary.",
+    )
+    # NoDecode: the raw variable reaches _split_nodes, which accepts JSON or commas.
+    redis_cluster_nodes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="More cluster nodes to start from, as a JSON list or comma-separated `host:port` (only with `HERALD_REDIS_CLUSTER`).",
     )
 
     # Live delivery (SSE).
@@ -563,6 +573,25 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss://, unix:// or memory://")
         return v
 
+    @field_validator("redis_cluster_nodes", mode="before")
+    @classmethod
+    def _split_nodes(cls, v: object) -> object:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                return orjson.loads(text)
+            return [n.strip() for n in text.split(",") if n.strip()]
+        return v
+
+    @field_validator("redis_cluster_nodes")
+    @classmethod
+    def _node_addresses(cls, v: list[str]) -> list[str]:
+        for node in v:
+            host, sep, port = node.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{node!r} is not host:port")
+        return v
+
     @field_validator("database_url")
     @classmethod
     def _database_scheme(cls, v: str) -> str:
@@ -572,6 +601,16 @@ class Settings(BaseSettings):
         if v and not v.startswith("postgresql+psycopg://"):
             raise ValueError("must be a postgresql:// or postgresql+psycopg:// URL")
         return v
+
+    @model_validator(mode="after")
+    def _cluster_url(self) -> Settings:
+        if self.redis_cluster and not self.redis_url.startswith(("redis://", "rediss://")):
+            raise ValueError(
+                "HERALD_REDIS_CLUSTER needs HERALD_REDIS_URL to be a redis:// or rediss:// node"
+            )
+        if self.redis_cluster_nodes and not self.redis_cluster:
+            raise ValueError("HERALD_REDIS_CLUSTER_NODES is set but HERALD_REDIS_CLUSTER is not")
+        return self
 
     @model_validator(mode="after")
     def _printer_timings(self) -> Settings:

@@ -333,7 +333,8 @@ class TaskQueue:
         for attempt in (1, 2):
             async with self.redis.pipeline(transaction=False) as pipe:
                 self._status_commands(pipe, status.task_id, status.record(), clean=status.clean)
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                # execute_command: RedisCluster's pipeline refuses .evalsha (not EVALSHA).
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
                 try:
                     return bool((await pipe.execute())[-1])
                 except NoScriptError:

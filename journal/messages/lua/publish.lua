@@ -14,7 +14,8 @@
 -- floor re-seeds a counter Redis lost (restart without persistence), so numbers
 -- never go backwards for the producer that knows them.
 --
--- The live message is "m <previous> <envelope>"; previous is empty for 0.
+-- The live message is "m <previous> <envelope>"; previous is empty for 0. On Redis
+-- Cluster the PUBLISH runs as SPUBLISH (herald.journal.runtime.sharded).
 -- Returns the last number handed out (or -2, see ARGV[1]).
 
 local head = '{"specversion":"1.0","id":"'

@@ -1,0 +1,92 @@
+"""The command client for Redis Cluster (``HERALD_REDIS_CLUSTER``).
+
+redis-py's asyncio ``RedisCluster`` follows ``MOVED``/``ASK`` and refreshes its slot
+map after a failover by itself.  Two things it does differently from the one-server
+client, and that Herald changes back:
+
+* Its per-node pool raises ``MaxConnectionsError`` when a burst needs more
+  connections than allowed, where the one-server client makes the burst wait.  A
+  process-wide gate of ``HERALD_REDIS_MAX_CONNECTIONS`` commands (or pipelines) in
+  flight restores waiting, and bounds the connections any one node can be given.
+* It is a different class from ``redis.asyncio.Redis``.  The code is written against
+  the commands both share (single-slot commands, Lua, non-transactional pipelines),
+  so the client is handed around typed as ``Redis``; ``is_cluster`` tells the few
+  places that must act differently (the publish scripts use ``SPUBLISH``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from herald.journal.runtime.settings import Settings
+
+__all__ = ["GatedRedisCluster", "is_cluster", "make_cluster", "node_address"]
+
+
+def node_address(node: str) -> tuple[str, int]:
+    """``host:port`` (settings validated it) as a pair."""
+    host, _, port = node.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class _GatedPipeline(ClusterPipeline):
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        client = cast(GatedRedisCluster, self.cluster_client)
+        async with client.gate:
+            return await super().execute(raise_on_error, allow_redirections)
+
+
+class GatedRedisCluster(RedisCluster):
+    """``RedisCluster`` whose commands and pipelines wait for one of ``in_flight`` slots."""
+
+    def __init__(self, *args: Any, in_flight: int, **kwargs: Any) -> None:
+        kwargs["max_connections"] = in_flight  # per node; the gate bounds them all
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Semaphore(in_flight)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.gate:
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # raises, as upstream does
+        return _GatedPipeline(self, transaction)  # type: ignore[abstract]
+
+
+def make_cluster(settings: Settings, *, blocking: bool = False) -> aioredis.Redis:
+    """The cluster command client: starts from ``HERALD_REDIS_URL`` and
+    ``HERALD_REDIS_CLUSTER_NODES``, bytes replies, the same timeouts as ``make_redis``.
+
+    ``blocking``: the worker's client for blocking reads instead (one command at a
+    time, no socket timeout), like ``blocking_client`` on one server."""
+    from herald.journal.runtime.clients import keepalive_options
+
+    startup = [ClusterNode(*node_address(n)) for n in settings.redis_cluster_nodes]
+    client = GatedRedisCluster.from_url(
+        settings.redis_url,
+        in_flight=1 if blocking else settings.redis_max_connections,
+        startup_nodes=startup or None,
+        socket_timeout=None if blocking else settings.redis_socket_timeout_s,
+        socket_connect_timeout=settings.redis_socket_timeout_s,
+        health_check_interval=0 if blocking else settings.redis_health_check_interval_s,
+        socket_keepalive=True,
+        socket_keepalive_options=keepalive_options(),
+        # A failover takes a few seconds: retry long enough to follow the promoted
+        # replica, short enough that a publisher hears "unavailable" in seconds.
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=8),
+    )
+    return cast(aioredis.Redis, client)
+
+
+def is_cluster(client: object) -> bool:
+    """True for a Redis Cluster command client (``make_cluster``'s or any ``RedisCluster``)."""
+    return isinstance(client, RedisCluster)

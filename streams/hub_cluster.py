@@ -1,0 +1,309 @@
+"""Sharded pub/sub on Redis Cluster, behind the connection the hub already reads.
+
+``RedisHub`` holds one pub/sub connection and reconnects it when it fails.  On a
+cluster that "connection" is a ``ShardedConnection``: one plain connection per
+primary, each reading in its own task into one inbox the hub reads.  The hub's
+commands are translated on the way out, the replies on the way back::
+
+    SUBSCRIBE a b c    ->  SSUBSCRIBE per slot, to the primary serving the slot
+    UNSUBSCRIBE a b    ->  SUNSUBSCRIBE likewise
+    PING               ->  PING on every primary
+    smessage/ssubscribe/sunsubscribe  ->  message/subscribe/unsubscribe
+
+The rule that keeps delivery exact: anything that means "the slot map we
+subscribed by is no longer true" fails the whole connection, exactly like a lost
+socket.  The hub then makes a new ``ShardedConnection`` (which reads the slot map
+afresh), subscribes every channel again, waits for every confirmation, and tells
+every subscriber to RESYNC from the journal.  Those events are:
+
+* a connection to a primary breaks, or stops answering pings;
+* an ``SUNSUBSCRIBE`` nobody asked for: Redis sends one for every shard channel of
+  a slot that moved away (resharding) or whose node stopped being its primary
+  (failover: the promoted replica serves it now);
+* an error reply (``MOVED``, ``ASK``, ``CLUSTERDOWN``, …) to an ``SSUBSCRIBE``
+  sent by a stale slot map.
+
+A failure on one shard resubscribes all of them: simpler than tracking which
+subscriber reads which shard, and a failover is rare next to the journal reads a
+RESYNC costs (one page per active stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.crc import key_slot
+
+from herald.journal.runtime.clients import tcp_options
+from herald.journal.runtime.cluster import node_address
+from herald.journal.runtime.settings import Settings
+
+__all__ = ["ShardedConnection", "ShardedConnections", "SlotMap", "SlotMoved", "slot_of"]
+
+log = logging.getLogger("herald.hub")
+
+Address = tuple[str, int]
+
+
+class SlotMoved(ConnectionError):
+    """The cluster's slot map changed under a subscription: subscribe again."""
+
+
+def slot_of(channel: str) -> int:
+    """The hash slot of a shard channel (its ``{tag}`` decides, as for keys)."""
+    return int(key_slot(channel.encode()))
+
+
+class SlotMap:
+    """Which primary serves each slot, from one ``CLUSTER SLOTS`` reply."""
+
+    def __init__(self, ranges: Sequence[tuple[int, int, Address]]) -> None:
+        self._ranges = sorted(ranges)
+        self._starts = [r[0] for r in self._ranges]
+        self.primaries: list[Address] = sorted({r[2] for r in self._ranges})
+
+    @classmethod
+    def parse(cls, reply: Any, asked: Address) -> SlotMap:
+        ranges = []
+        for row in reply:
+            start, end, primary = int(row[0]), int(row[1]), row[2]
+            host = primary[0].decode() if isinstance(primary[0], bytes) else str(primary[0])
+            # An empty or unknown host means "the node you asked" (Redis 7).
+            ranges.append(
+                (start, end, (host if host not in ("", "?") else asked[0], int(primary[1])))
+            )
+        if not ranges:
+            raise SlotMoved(f"{asked[0]}:{asked[1]} serves no slots (is it a cluster node?)")
+        return cls(ranges)
+
+    def owner(self, slot: int) -> Address:
+        i = bisect.bisect_right(self._starts, slot) - 1
+        if i < 0 or not self._ranges[i][0] <= slot <= self._ranges[i][1]:
+            raise SlotMoved(f"slot {slot} is not served by any primary")
+        return self._ranges[i][2]
+
+
+class ShardedConnections:
+    """Makes ``ShardedConnection``s (the hub calls it on every (re)connect).
+
+    Remembers the primaries it has seen, so a new slot map can be read even when
+    every configured start node is down but the cluster lives on elsewhere.
+    """
+
+    def __init__(
+        self,
+        make_node: Callable[[str, int], AbstractConnection],
+        seeds: Sequence[Address],
+        *,
+        ping_interval_s: float = 5.0,
+    ) -> None:
+        self.make_node = make_node
+        self.seeds = list(dict.fromkeys(seeds))
+        self.ping_interval_s = ping_interval_s
+        self.known: list[Address] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, ping_interval_s: float) -> ShardedConnections:
+        """Node connections as the one-server hub's: no socket timeout (the readers
+        block), TCP keepalive, credentials and TLS from ``HERALD_REDIS_URL``."""
+        pool = aioredis.ConnectionPool.from_url(
+            settings.redis_url,
+            socket_timeout=None,
+            socket_connect_timeout=settings.redis_socket_timeout_s,
+            health_check_interval=0,
+            **tcp_options(settings.redis_url),
+        )
+        kwargs = dict(pool.connection_kwargs)
+        seeds = [(str(kwargs.get("host", "127.0.0.1")), int(kwargs.get("port", 6379)))]
+        seeds += [node_address(n) for n in settings.redis_cluster_nodes]
+
+        def make_node(host: str, port: int) -> AbstractConnection:
+            return pool.connection_class(**{**kwargs, "host": host, "port": port})
+
+        return cls(make_node, seeds, ping_interval_s=ping_interval_s)
+
+    def __call__(self) -> ShardedConnection:
+        return ShardedConnection(self)
+
+    async def slot_map(self) -> SlotMap:
+        """Ask the known primaries, then the start nodes, until one answers."""
+        last: Exception | None = None
+        for addr in dict.fromkeys([*self.known, *self.seeds]):
+            conn = self.make_node(*addr)
+            try:
+                await conn.connect()  # type: ignore[no-untyped-call]
+                await conn.send_command("CLUSTER", "SLOTS", check_health=False)
+                reply = await conn.read_response(timeout=self.ping_interval_s)
+                if reply is None:
+                    raise TimeoutError(f"{addr[0]}:{addr[1]} did not answer CLUSTER SLOTS")
+                slots = SlotMap.parse(reply, addr)
+            except Exception as e:
+                last = e
+                continue
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)
+            self.known = slots.primaries
+            return slots
+        raise ConnectionError(f"no cluster node answered CLUSTER SLOTS: {last}") from last
+
+
+class ShardedConnection:
+    """One sharded pub/sub connection per primary, read as one (see module docs)."""
+
+    def __init__(self, factory: ShardedConnections) -> None:
+        self._factory = factory
+        self._slots: SlotMap | None = None
+        self._nodes: dict[Address, AbstractConnection] = {}
+        self._readers: list[asyncio.Task[None]] = []
+        self._inbox: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._failure: BaseException | None = None
+        # SUNSUBSCRIBE replies we asked for; any other one is a moved slot.
+        self._unsubscribing: Counter[str] = Counter()
+
+    @property
+    def primaries(self) -> list[Address]:
+        return list(self._nodes)
+
+    @property
+    def is_connected(self) -> bool:
+        return (
+            self._slots is not None
+            and self._failure is None
+            and all(c.is_connected for c in self._nodes.values())
+        )
+
+    async def connect(self) -> None:
+        self._slots = await self._factory.slot_map()
+        try:
+            for addr in self._slots.primaries:
+                conn = self._factory.make_node(*addr)
+                self._nodes[addr] = conn
+                await conn.connect()  # type: ignore[no-untyped-call]
+        except BaseException:
+            await self.disconnect(nowait=True)
+            raise
+        self._readers = [
+            asyncio.create_task(self._read_node(addr, conn), name=f"herald-hub-{addr[1]}")
+            for addr, conn in self._nodes.items()
+        ]
+
+    async def send_command(self, *args: Any, **kwargs: Any) -> None:
+        command, channels = str(args[0]).upper(), [str(c) for c in args[1:]]
+        if command == "PING":
+            for conn in self._nodes.values():
+                await conn.send_command("PING", check_health=False)
+            return
+        if command not in ("SUBSCRIBE", "UNSUBSCRIBE"):
+            raise ValueError(f"{command} is not sent on the sharded pub/sub connection")
+        if self._slots is None:
+            raise ConnectionError("not connected")
+        # SSUBSCRIBE refuses channels of different slots in one call: one per slot.
+        by_slot: dict[int, list[str]] = {}
+        for ch in channels:
+            by_slot.setdefault(slot_of(ch), []).append(ch)
+        for slot, group in by_slot.items():
+            try:
+                owner = self._nodes.get(self._slots.owner(slot))
+                if owner is None:
+                    raise SlotMoved(f"slot {slot} is served by a primary not connected")
+            except SlotMoved as e:
+                self._fail(e)  # the hub reconnects with a fresh slot map
+                raise
+            if command == "UNSUBSCRIBE":
+                self._unsubscribing.update(group)
+            await owner.send_command("S" + command, *group, check_health=False)
+
+    async def read_response(
+        self,
+        disable_decoding: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 - redis-py's signature
+        *,
+        disconnect_on_error: bool = True,
+        push_request: bool | None = False,
+    ) -> Any:
+        """The next reply of any primary, oldest first; None after ``timeout``."""
+        if not self._inbox:
+            if self._failure is not None:
+                raise self._failure
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                # Not wait_for: on 3.11 it swallows a cancel that races a result,
+                # and the hub's reader would then never stop.
+                async with asyncio.timeout(timeout):
+                    await waiter
+            except TimeoutError:
+                return None
+            finally:
+                self._waiter = None
+        item = self._inbox.popleft()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def _put(self, item: Any) -> None:
+        self._inbox.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _read_node(self, addr: Address, conn: AbstractConnection) -> None:
+        interval = self._factory.ping_interval_s
+        unanswered = 0
+        try:
+            while True:
+                reply = await conn.read_response(timeout=interval, push_request=True)
+                if reply is None:
+                    # Pinged per primary: traffic on one shard says nothing of another.
+                    if unanswered >= 2:
+                        raise ConnectionError("no answer to pings: connection presumed dead")
+                    unanswered += 1
+                    await conn.send_command("PING", check_health=False)
+                    continue
+                unanswered = 0
+                kind = reply[0]
+                if kind == b"smessage":
+                    self._put([b"message", reply[1], reply[2]])
+                elif kind == b"ssubscribe":
+                    self._put([b"subscribe", reply[1], reply[2]])
+                elif kind == b"sunsubscribe":
+                    channel = reply[1].decode()
+                    if self._unsubscribing[channel] <= 0:
+                        raise SlotMoved(f"{channel}: its slot left this primary")
+                    self._unsubscribing[channel] -= 1
+                    if self._unsubscribing[channel] == 0:
+                        del self._unsubscribing[channel]
+                    self._put([b"unsubscribe", reply[1], reply[2]])
+                else:  # pong: the hub counts any reply as a sign of life
+                    self._put(reply)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.info("sharded pub/sub on %s:%d failed: %s: %s", *addr, type(e).__name__, e)
+            self._fail(e)
+
+    def _fail(self, e: Exception) -> None:
+        """The first failure ends the connection: the hub's next read raises it."""
+        if self._failure is None:
+            self._failure = e
+            self._put(e)
+
+    async def disconnect(self, nowait: bool = False) -> None:
+        readers, self._readers = self._readers, []
+        for task in readers:
+            task.cancel()
+        # gather, not a suppress(CancelledError) per task: a cancel of the caller
+        # itself must still go through.
+        await asyncio.gather(*readers, return_exceptions=True)
+        for conn in self._nodes.values():
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=nowait)
