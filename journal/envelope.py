@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 
+from herald.journal.wire import HEAD, envelope_id
+
 __all__ = [
     "HEAD",
     "Envelope",
@@ -31,8 +33,6 @@ __all__ = [
 ]
 
 TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
-# Everything before the id.  Fixed so the journal can splice without a JSON parser.
-HEAD = b'{"specversion":"1.0","id":"'
 _MAX_SOURCE = 512
 _MAX_SUBJECT = 512
 
@@ -81,11 +81,6 @@ class Prepared:
 
 def splice(id_: str, tail: bytes) -> bytes:
     return HEAD + id_.encode() + tail
-
-
-def envelope_id(envelope: bytes) -> bytes:
-    """The id of a spliced envelope, read from its fixed prefix without parsing JSON."""
-    return envelope[len(HEAD) : envelope.index(b'"', len(HEAD))]
 
 
 def prepare(

@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from herald.journal.envelope import envelope_id
 from herald.journal.positions import StreamId
+from herald.journal.wire import FrameError, decode_frame
 
 __all__ = [
     "CLOSE",
@@ -67,18 +67,17 @@ Live = LiveMessage | Signal
 
 
 def parse_frame(channel: str, frame: bytes) -> LiveMessage:
-    """Decode ``"<epoch> <previous id> <envelope>"`` as published by the journal.
+    """Decode a live frame (``herald.journal.wire``); ``FrameError`` if malformed.
 
-    The id is read from the envelope's fixed prefix, so no JSON is parsed.
+    The id is read from the envelope's fixed head, so no JSON is parsed.
     """
-    epoch, previous, envelope = frame.split(b" ", 2)
-    return LiveMessage(
-        channel,
-        epoch.decode(),
-        StreamId.from_bytes(previous) if previous else None,
-        StreamId.from_bytes(envelope_id(envelope)),
-        envelope,
-    )
+    f = decode_frame(frame)
+    try:
+        previous = StreamId.from_bytes(f.previous) if f.previous else None
+        id_ = StreamId.from_bytes(f.id)
+    except ValueError as e:
+        raise FrameError(f"live frame with a malformed id: {e}") from e
+    return LiveMessage(channel, f.epoch.decode(), previous, id_, f.envelope)
 
 
 class Subscription:

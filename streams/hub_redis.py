@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from redis.asyncio.connection import AbstractConnection
 
 from herald.journal.runtime.metrics import HUB_RECONNECTS
+from herald.journal.wire import FrameError
 from herald.streams.hub import Registry, Subscribing, Subscription, parse_frame
 from herald.streams.keys import hub_control_channel
 
@@ -211,7 +212,7 @@ class RedisHub:
                 channel = reply[1].decode()
                 try:
                     self._registry.deliver(parse_frame(channel, reply[2]))
-                except (ValueError, IndexError):
+                except FrameError:
                     log.error("malformed frame on %s dropped: %r", channel, reply[2][:80])
             elif kind == b"subscribe":
                 channel = reply[1].decode()
