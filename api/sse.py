@@ -12,6 +12,12 @@ request task and one small task waiting on ``receive()``:
   generator returns, and the chunked body is finished properly;
 * a send that blocks longer than ``send_timeout_s`` (a client that stopped
   reading) ends the response.
+
+It is also the fast path's ``DirectWriter`` (``herald.streams.live``): the hub
+writes a chunk with ``write_now``, which runs the server's ``send`` to completion
+without a task when it completes at once, as uvicorn's does for a body chunk
+unless the transport is paused.  If it does wait, the rest of that ``send`` runs
+in a task, and ``ready`` is False until it is done.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from typing import Any, cast
 
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -62,6 +68,36 @@ class _Gone(Exception):
     """The client went away or stopped reading: stop producing."""
 
 
+class _Resumed:
+    """Awaiting it continues a coroutine that was started outside a task and
+    suspended on ``first`` (what it yielded): the task that awaits this drives it."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
+        self.coro, self.first = coro, first
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, value = self.coro, self.first
+        while True:
+            try:
+                sent = yield value
+            except BaseException as e:  # cancellation too: the coroutine sees it
+                try:
+                    value = coro.throw(e)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration:
+                    return
+
+
+async def _finish(resumed: _Resumed) -> None:
+    await resumed
+
+
 class EventStreamResponse:
     """Runs ``produce(closer, emit)``; each ``await emit(chunk)`` writes one chunk.
 
@@ -71,6 +107,7 @@ class EventStreamResponse:
     """
 
     __slots__ = (
+        "_pending",
         "_send",
         "_watcher",
         "args",
@@ -99,6 +136,7 @@ class EventStreamResponse:
         self.send_timeout_s = send_timeout_s
         self._send: Send | None = None
         self._watcher: asyncio.Future[Any] | None = None
+        self._pending: asyncio.Future[None] | None = None  # a write_now still in flight
 
     def set_cookie(self, *args: Any, **kwargs: Any) -> None:
         """As ``Response.set_cookie``; the shared header list is copied first."""
@@ -113,9 +151,46 @@ class EventStreamResponse:
             raise _Gone  # uvicorn would drop the bytes anyway
         try:
             async with asyncio.timeout(self.send_timeout_s):
+                await self._drain()
                 await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
         except TimeoutError:
             raise _Gone from None  # the client stopped reading
+
+    async def _drain(self) -> None:
+        """Wait for a ``write_now`` still in flight (its bytes come first)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                await pending
+            except Exception as e:
+                raise _Gone from e
+
+    def ready(self) -> bool:
+        watcher, pending = self._watcher, self._pending
+        return (
+            watcher is not None
+            and not watcher.done()
+            and (pending is None or (pending.done() and not pending.exception()))
+        )
+
+    def write_now(self, chunk: bytes) -> None:
+        """Write one chunk without a task switch (call only when ``ready``)."""
+        assert self._send is not None
+        self._pending = None
+        coro = cast(
+            Coroutine[Any, Any, None],
+            self._send({"type": "http.response.body", "body": chunk, "more_body": True}),
+        )
+        try:
+            first = coro.send(None)
+        except StopIteration:
+            return  # written: the usual case
+        except Exception:
+            coro.close()
+            self.closer.close()  # the stream ends; the client resumes from its cursor
+            return
+        # The transport is paused: the send finishes when it drains.
+        self._pending = asyncio.ensure_future(_finish(_Resumed(coro, first)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         closer = self.closer
@@ -135,10 +210,15 @@ class EventStreamResponse:
         try:
             with contextlib.suppress(_Gone):
                 await self.produce(*self.args, closer, self.emit)
+                if not watcher.done():
+                    async with asyncio.timeout(self.send_timeout_s):
+                        await self._drain()
             if not watcher.done():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.remove_done_callback(closer.close)
             watcher.cancel()
             closer.close()
-            self._send = self._watcher = None
+            if self._pending is not None:
+                self._pending.cancel()
+            self._send = self._watcher = self._pending = None

@@ -39,6 +39,7 @@ __all__ = [
     "lua_frame_args",
     "retry_field",
     "sse_data",
+    "sse_event_tail",
     "sse_frame",
     "watchdog_envelope",
 ]
@@ -111,6 +112,12 @@ def sse_frame(event_id: str, data: bytes) -> bytes:
     """One SSE event with an ``id:`` (the client's resume cursor).  ``data`` is one
     line of JSON: orjson never writes a newline, so no splitting is needed."""
     return b"id: " + event_id.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def sse_event_tail(data: bytes) -> bytes:
+    """The part of ``sse_frame(event_id, data)`` after the id: the same bytes for
+    every subscriber of a message, so a fan-out encodes it once."""
+    return b"\ndata: " + data + b"\n\n"
 
 
 def sse_data(data: bytes) -> bytes:

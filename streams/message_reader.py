@@ -212,6 +212,17 @@ class MessageReader:
         await self._reread()
         return self.take()
 
+    def fast(self, message: LiveMessage, id_: bytes, tail: bytes) -> bytes | None:
+        """The fast path (``streams.live``): the frame of the next event, or None
+        when the event needs ``offer`` (a hole, events held back, a terminal event)."""
+        seq = message.id.ms
+        if seq != self.last + 1 or self._held or self.ended or is_terminal(message.envelope):
+            return None
+        self.last = seq
+        self.known = max(self.known, seq)
+        self.delivered += 1
+        return b"id: " + str(seq).encode() + tail
+
     def wake_at(self) -> float | None:
         return min(self._next_watch, self._next_reread) if self.has_hole else self._next_watch
 

@@ -59,6 +59,7 @@ class Session:
     __slots__ = (
         "_cursor",
         "_live_only",
+        "_parts",
         "_pos",
         "_render",
         "_start",
@@ -94,12 +95,16 @@ class Session:
         self.delivered = 0
         self.gap_log: list[dict[str, object]] = []
         self._live_only: tuple[str, ...] = ()
+        # The fast path's frame head and the cursor after one stream's id, for that
+        # stream: (key, b"id: <items before>key~epoch~", b",<items after>").
+        self._parts: tuple[str, bytes, bytes] | None = None
 
     # -- positions and frames -------------------------------------------------
 
     def _set(self, key: str, pos: Position) -> None:
         self._pos[key] = pos
         self._cursor = None
+        self._parts = None
 
     @property
     def cursor(self) -> str:
@@ -213,6 +218,33 @@ class Session:
 
     def wake_at(self) -> float | None:
         return None
+
+    def fast(self, message: LiveMessage, id_: bytes, tail: bytes) -> bytes | None:
+        """The fast path (``streams.live``): the frame of the next message of one
+        stream, or None when the message needs ``classify`` (a hole, a duplicate, a
+        new epoch).  Only this stream's item of the composite cursor changes, so the
+        cursor around it is rendered once and kept until another stream moves: a
+        connection that reads topics stays on the fast path too."""
+        if self._render is not sse_frame:
+            return None
+        key = self._key_of(message.channel)
+        pos = self._pos[key]
+        if message.previous is None or message.previous != pos.id or message.epoch != pos.epoch:
+            return None
+        parts = self._parts
+        if parts is None or parts[0] != key:
+            parts = self._parts = self._split_cursor(key, message.epoch)
+        self._pos[key] = Position(pos.epoch, message.id)
+        self._cursor = None
+        self.delivered += 1
+        return parts[1] + id_ + parts[2] + tail
+
+    def _split_cursor(self, key: str, epoch: str) -> tuple[str, bytes, bytes]:
+        items = list(self._pos.items())
+        k = [x for x, _ in items].index(key)
+        before, after = render_cursor(items[:k]), render_cursor(items[k + 1 :])
+        head = "id: " + (before + "," if before else "") + item_prefix(key, epoch)
+        return key, head.encode(), ("," + after if after else "").encode()
 
     async def on_timer(self, now: float) -> bytes:
         return b""
