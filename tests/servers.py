@@ -32,8 +32,16 @@ def free_port() -> int:
 class HeraldProcess:
     """``herald serve`` on 127.0.0.1:<port> with the test services and a known secret."""
 
-    def __init__(self, workdir: Path, *, port: int | None = None, **env: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        serve_args: tuple[str, ...] = (),
+        **env: str,
+    ) -> None:
         self.workdir = workdir
+        self.serve_args = serve_args  # more ``herald serve`` options, e.g. --workers
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
@@ -72,7 +80,7 @@ class HeraldProcess:
             HeraldProcess._migrated.add(db)
         self._ready.clear()
         self.proc = subprocess.Popen(
-            [HERALD, "serve", "--port", str(self.port)],
+            [HERALD, "serve", "--port", str(self.port), *self.serve_args],
             cwd=self.workdir,
             env=self.env,
             stdout=subprocess.PIPE,
