@@ -98,6 +98,57 @@ async def _finish(resumed: _Resumed) -> None:
     await resumed
 
 
+class _Watch:
+    """Runs the server's ``receive()`` until it returns (the client went away), then
+    calls ``on_done``.  Driven by the callbacks of the futures it waits on, not by a
+    task: a task per idle connection cost ~0.6 KiB (the task, and its entries in
+    asyncio's weak set of all tasks)."""
+
+    __slots__ = ("_coro", "_on_done", "_waiting", "done")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], on_done: Callable[[], None]) -> None:
+        self._coro, self._on_done = coro, on_done
+        self._waiting: asyncio.Future[Any] | None = None
+        self.done = False
+        self._step(None)
+
+    def _step(self, _: object) -> None:
+        self._waiting = None
+        try:
+            waiting = self._coro.send(None)
+        except BaseException:  # returned (the disconnect message) or failed: gone either way
+            self.done = True
+            self._on_done()
+            return
+        if waiting is None:  # a bare yield (sleep(0)): just run it again soon
+            asyncio.get_running_loop().call_soon(self._step, None)
+            return
+        self._waiting = waiting
+        waiting.add_done_callback(self._step)
+
+    def cancel(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self._waiting is not None:
+            self._waiting.remove_done_callback(self._step)
+            self._waiting = None
+        self._coro.close()
+
+
+class _NoWatch:
+    """In place of a ``_Watch`` when the client was gone before the stream started."""
+
+    __slots__ = ()
+    done = True
+
+    def cancel(self) -> None:
+        return None
+
+
+_ALREADY_GONE = _NoWatch()
+
+
 class EventStreamResponse:
     """Runs ``produce(closer, emit)``; each ``await emit(chunk)`` writes one chunk.
 
@@ -135,7 +186,7 @@ class EventStreamResponse:
         self.closer = Closer()
         self.send_timeout_s = send_timeout_s
         self._send: Send | None = None
-        self._watcher: asyncio.Future[Any] | None = None
+        self._watcher: _Watch | _NoWatch | None = None
         self._pending: asyncio.Future[None] | None = None  # a write_now still in flight
 
     def set_cookie(self, *args: Any, **kwargs: Any) -> None:
@@ -147,7 +198,7 @@ class EventStreamResponse:
     async def emit(self, chunk: bytes) -> None:
         """Write one chunk; raises ``_Gone`` when the client left or stopped reading."""
         assert self._send is not None and self._watcher is not None
-        if self._watcher.done():
+        if self._watcher.done:
             raise _Gone  # uvicorn would drop the bytes anyway
         try:
             async with asyncio.timeout(self.send_timeout_s):
@@ -169,7 +220,7 @@ class EventStreamResponse:
         watcher, pending = self._watcher, self._pending
         return (
             watcher is not None
-            and not watcher.done()
+            and not watcher.done
             and (pending is None or (pending.done() and not pending.exception()))
         )
 
@@ -198,25 +249,21 @@ class EventStreamResponse:
         # A GET has nothing after its (empty) body message but the disconnect, so
         # after taking that message the watcher is receive() itself.
         first = await receive()
-        watcher: asyncio.Future[Any] = (
-            asyncio.ensure_future(receive())
-            if first["type"] != "http.disconnect"
-            else asyncio.get_running_loop().create_future()
-        )
-        if first["type"] == "http.disconnect":
-            watcher.set_result(first)
-        watcher.add_done_callback(closer.close)
+        watcher: _Watch | _NoWatch = _ALREADY_GONE
+        if first["type"] != "http.disconnect":
+            watcher = _Watch(cast(Coroutine[Any, Any, Any], receive()), closer.close)
+        else:
+            closer.close()
         self._send, self._watcher = send, watcher
         try:
             with contextlib.suppress(_Gone):
                 await self.produce(*self.args, closer, self.emit)
-                if not watcher.done():
+                if not watcher.done:
                     async with asyncio.timeout(self.send_timeout_s):
                         await self._drain()
-            if not watcher.done():
+            if not watcher.done:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            watcher.remove_done_callback(closer.close)
             watcher.cancel()
             closer.close()
             if self._pending is not None:
