@@ -97,8 +97,8 @@ class Session:
         self.gap_log: list[dict[str, object]] = []
         self._live_only: tuple[str, ...] = ()
         # The fast path's frame head and the cursor after one stream's id, for that
-        # stream: (key, b"id: <items before>key~epoch~", b",<items after>").
-        self._parts: tuple[str, bytes, bytes] | None = None
+        # stream: (key, b"id: <items before>key~epoch~", b",<items after>", channel).
+        self._parts: tuple[str, bytes, bytes, str] | None = None
 
     # -- positions and frames -------------------------------------------------
 
@@ -229,11 +229,13 @@ class Session:
         connection that reads topics stays on the fast path too."""
         if self._render is not sse_frame:
             return None
-        key = self._key_of(message.channel)
+        parts = self._parts
+        key = parts[0] if parts is not None and parts[3] == message.channel else None
+        if key is None:
+            key = self._key_of(message.channel)
         pos = self._pos[key]
         if message.previous is None or message.previous != pos.id or message.epoch != pos.epoch:
             return None
-        parts = self._parts
         if parts is None or parts[0] != key:
             parts = self._parts = self._split_cursor(key, message.epoch)
         self._pos[key] = Position(pos.epoch, message.id)
@@ -241,12 +243,13 @@ class Session:
         self.delivered += 1
         return parts[1] + id_ + parts[2] + tail
 
-    def _split_cursor(self, key: str, epoch: str) -> tuple[str, bytes, bytes]:
+    def _split_cursor(self, key: str, epoch: str) -> tuple[str, bytes, bytes, str]:
         items = list(self._pos.items())
         k = [x for x, _ in items].index(key)
         before, after = render_cursor(items[:k]), render_cursor(items[k + 1 :])
         head = "id: " + (before + "," if before else "") + item_prefix(key, epoch)
-        return key, head.encode(), ("," + after if after else "").encode()
+        channel = self.targets[key].channel
+        return key, head.encode(), ("," + after if after else "").encode(), channel
 
     async def on_timer(self, now: float) -> bytes:
         return b""
