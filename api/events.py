@@ -34,6 +34,7 @@ from herald.journal.runtime.metrics import (
     REPLAYS,
     SSE_CONNECTIONS,
 )
+from herald.journal.wire import retry_field
 from herald.streams.budget import retry_after_header
 from herald.streams.cursor import USER_KEY, Cursor, key_of
 from herald.streams.hub_redis import HubUnavailable
@@ -269,7 +270,7 @@ async def _stream(
     settings = state.settings
     expires = stream_started(state, principal, conn_id, _OPEN_SSE)
     try:
-        await emit(f"retry: {settings.retry_ms}\n\n".encode())
+        await emit(retry_field(settings.retry_ms))
         async with state.hub.subscribe(session.channels, settings.client_queue) as sub:
             closer.attach(sub)
             await session.open()

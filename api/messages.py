@@ -47,6 +47,7 @@ from herald.journal.messages.store import (
 from herald.journal.positions import NAME_RE
 from herald.journal.runtime.db import DatabaseUnavailable
 from herald.journal.runtime.metrics import ENVELOPES_DELIVERED, SSE_CONNECTIONS
+from herald.journal.wire import retry_field
 from herald.streams.hub_redis import HubUnavailable
 from herald.streams.message_reader import MessageReader, ReaderLimits, is_terminal
 from herald.streams.session import Overflowed
@@ -441,7 +442,7 @@ async def _stream(
     settings = state.settings
     expires = stream_started(state, principal, conn_id, _OPEN)
     try:
-        await emit(f"retry: {settings.retry_ms}\n\n".encode())
+        await emit(retry_field(settings.retry_ms))
         channel = channel_of(reader.message_id)
         async with state.hub.subscribe([channel], settings.client_queue) as sub:
             closer.attach(sub)

@@ -12,6 +12,12 @@ request task and one small task waiting on ``receive()``:
   generator returns, and the chunked body is finished properly;
 * a send that blocks longer than ``send_timeout_s`` (a client that stopped
   reading) ends the response.
+
+It is also the fast path's ``DirectWriter`` (``herald.streams.live``): the hub
+writes a chunk with ``write_now``, which runs the server's ``send`` to completion
+without a task when it completes at once, as uvicorn's does for a body chunk
+unless the transport is paused.  If it does wait, the rest of that ``send`` runs
+in a task, and ``ready`` is False until it is done.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from typing import Any, cast
 
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -62,6 +68,105 @@ class _Gone(Exception):
     """The client went away or stopped reading: stop producing."""
 
 
+class _Resumed:
+    """Awaiting it continues a coroutine that was started outside a task and
+    suspended on ``first`` (what it yielded): the task that awaits this drives it."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
+        self.coro, self.first = coro, first
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, value = self.coro, self.first
+        while True:
+            try:
+                sent = yield value
+            except BaseException as e:  # cancellation too: the coroutine sees it
+                try:
+                    value = coro.throw(e)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration:
+                    return
+
+
+async def _finish(resumed: _Resumed) -> None:
+    await resumed
+
+
+class _Watch:
+    """Runs the server's ``receive()`` until it returns (the client went away), then
+    calls ``on_done``.  Driven by the callbacks of the futures it waits on, not by a
+    task: a task per idle connection cost ~0.6 KiB (the task, and its entries in
+    asyncio's weak set of all tasks)."""
+
+    __slots__ = ("_coro", "_on_done", "_waiting", "done")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], on_done: Callable[[], None]) -> None:
+        self._coro, self._on_done = coro, on_done
+        self._waiting: asyncio.Future[Any] | None = None
+        self.done = False
+        self._step(None)
+
+    def _step(self, _: object) -> None:
+        self._waiting = None
+        try:
+            waiting = self._coro.send(None)
+        except BaseException:  # returned (the disconnect message) or failed: gone either way
+            self.done = True
+            self._on_done()
+            return
+        if waiting is None:  # a bare yield (sleep(0)): just run it again soon
+            asyncio.get_running_loop().call_soon(self._step, None)
+            return
+        self._waiting = waiting
+        waiting.add_done_callback(self._step)
+
+    def cancel(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self._waiting is not None:
+            self._waiting.remove_done_callback(self._step)
+            self._waiting = None
+        self._coro.close()
+
+
+def _uvicorn_cycle(send: Send) -> Any:
+    """uvicorn's per-request state behind ``send`` if it is its httptools/h11 cycle
+    streaming a chunked body, else None (then ``write_now`` always goes through
+    ``send``).  Checked by duck typing: any other server just takes the general path."""
+    cycle = getattr(send, "__self__", None)
+    flow = getattr(cycle, "flow", None)
+    if (
+        getattr(cycle, "chunked_encoding", None) is True
+        and getattr(cycle, "response_started", False) is True
+        and getattr(cycle, "response_complete", True) is False
+        and hasattr(cycle, "transport")
+        and hasattr(cycle, "disconnected")
+        and isinstance(getattr(flow, "write_paused", None), bool)
+    ):
+        return cycle
+    return None
+
+
+class _NoWatch:
+    """In place of a ``_Watch`` when the client was gone before the stream started."""
+
+    __slots__ = ()
+    done = True
+
+    def cancel(self) -> None:
+        return None
+
+
+_ALREADY_GONE = _NoWatch()
+
+
 class EventStreamResponse:
     """Runs ``produce(closer, emit)``; each ``await emit(chunk)`` writes one chunk.
 
@@ -71,8 +176,10 @@ class EventStreamResponse:
     """
 
     __slots__ = (
+        "_pending",
         "_send",
         "_watcher",
+        "_wire",
         "args",
         "closer",
         "produce",
@@ -98,7 +205,9 @@ class EventStreamResponse:
         self.closer = Closer()
         self.send_timeout_s = send_timeout_s
         self._send: Send | None = None
-        self._watcher: asyncio.Future[Any] | None = None
+        self._watcher: _Watch | _NoWatch | None = None
+        self._pending: asyncio.Future[None] | None = None  # a write_now still in flight
+        self._wire: Any = None  # uvicorn's connection state, when write_now may bypass send
 
     def set_cookie(self, *args: Any, **kwargs: Any) -> None:
         """As ``Response.set_cookie``; the shared header list is copied first."""
@@ -109,13 +218,56 @@ class EventStreamResponse:
     async def emit(self, chunk: bytes) -> None:
         """Write one chunk; raises ``_Gone`` when the client left or stopped reading."""
         assert self._send is not None and self._watcher is not None
-        if self._watcher.done():
+        if self._watcher.done:
             raise _Gone  # uvicorn would drop the bytes anyway
         try:
             async with asyncio.timeout(self.send_timeout_s):
+                await self._drain()
                 await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
         except TimeoutError:
             raise _Gone from None  # the client stopped reading
+
+    async def _drain(self) -> None:
+        """Wait for a ``write_now`` still in flight (its bytes come first)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                await pending
+            except Exception as e:
+                raise _Gone from e
+
+    def ready(self) -> bool:
+        watcher, pending = self._watcher, self._pending
+        return (
+            watcher is not None
+            and not watcher.done
+            and (pending is None or (pending.done() and not pending.exception()))
+        )
+
+    def write_now(self, chunk: bytes) -> None:
+        """Write one chunk without a task switch (call only when ``ready``)."""
+        assert self._send is not None
+        self._pending = None
+        wire = self._wire
+        if wire is not None and not wire.flow.write_paused and not wire.disconnected:
+            # uvicorn's own send would do exactly this for a body chunk of a chunked
+            # response, after its checks; straight to the transport it costs a third.
+            wire.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            return
+        coro = cast(
+            Coroutine[Any, Any, None],
+            self._send({"type": "http.response.body", "body": chunk, "more_body": True}),
+        )
+        try:
+            first = coro.send(None)
+        except StopIteration:
+            return  # written: the usual case
+        except Exception:
+            coro.close()
+            self.closer.close()  # the stream ends; the client resumes from its cursor
+            return
+        # The transport is paused: the send finishes when it drains.
+        self._pending = asyncio.ensure_future(_finish(_Resumed(coro, first)))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         closer = self.closer
@@ -123,22 +275,24 @@ class EventStreamResponse:
         # A GET has nothing after its (empty) body message but the disconnect, so
         # after taking that message the watcher is receive() itself.
         first = await receive()
-        watcher: asyncio.Future[Any] = (
-            asyncio.ensure_future(receive())
-            if first["type"] != "http.disconnect"
-            else asyncio.get_running_loop().create_future()
-        )
-        if first["type"] == "http.disconnect":
-            watcher.set_result(first)
-        watcher.add_done_callback(closer.close)
+        watcher: _Watch | _NoWatch = _ALREADY_GONE
+        if first["type"] != "http.disconnect":
+            watcher = _Watch(cast(Coroutine[Any, Any, Any], receive()), closer.close)
+        else:
+            closer.close()
         self._send, self._watcher = send, watcher
+        self._wire = _uvicorn_cycle(send)
         try:
             with contextlib.suppress(_Gone):
                 await self.produce(*self.args, closer, self.emit)
-            if not watcher.done():
+                if not watcher.done:
+                    async with asyncio.timeout(self.send_timeout_s):
+                        await self._drain()
+            if not watcher.done:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            watcher.remove_done_callback(closer.close)
             watcher.cancel()
             closer.close()
-            self._send = self._watcher = None
+            if self._pending is not None:
+                self._pending.cancel()
+            self._send = self._watcher = self._pending = self._wire = None

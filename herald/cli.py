@@ -12,8 +12,10 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
-from collections.abc import Iterator, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -237,21 +239,93 @@ def cmd_serve(args: argparse.Namespace) -> None:
         if token:
             print(f"herald: dev token (user 'dev', role admin, 24 h):\n{token}")
         sys.stdout.flush()
-        app = create_app(settings, auth=auth)
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level=settings.log_level.lower(),
-            log_config=None,  # uvicorn's loggers propagate to our JSON handler (api.logs)
-            proxy_headers=False,
-            timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) + 2),
-            **uvicorn_limits(settings),
-        )
-        parts = _in_process_parts(settings)
-        _ready_server_class()(
-            config, public, lambda: _close_streams(app), [parts] if parts else []
-        ).run()
+
+        def run_one(index: int, sock: socket.socket | None) -> None:
+            app = create_app(settings, auth=auth)
+            config = uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level=settings.log_level.lower(),
+                log_config=None,  # uvicorn's loggers propagate to our JSON handler (api.logs)
+                proxy_headers=False,
+                timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) + 2),
+                **uvicorn_limits(settings),
+            )
+            # The task worker and the scheduler run once per machine, in the first process.
+            parts = _in_process_parts(settings) if index == 0 else None
+            server = _ready_server_class()(
+                config, public, lambda: _close_streams(app), [parts] if parts else []
+            )
+            server.run(sockets=[sock] if sock is not None else None)
+
+        if args.workers == 1:
+            run_one(0, None)
+        else:
+            _run_processes(args.workers, host, port, run_one)
+
+
+def _reuseport_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one address with SO_REUSEPORT, so the kernel
+    spreads new connections over the processes (port 0: the first picks one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks: list[socket.socket] = []
+    for _ in range(count):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        port = sock.getsockname()[1]
+        sock.set_inheritable(True)
+        socks.append(sock)
+    return socks
+
+
+def _run_processes(
+    workers: int, host: str, port: int, run_one: Callable[[int, socket.socket], None]
+) -> None:
+    """``herald serve --workers N``: N forked API processes, each with its own hub,
+    Redis and database clients (so at most 4 Redis connections each) and its own
+    SO_REUSEPORT socket.  SIGTERM/SIGINT are passed on to every process, and this
+    one exits when they all have (with the first non-zero status)."""
+    socks = _reuseport_sockets(host, port, workers)
+    children: list[int] = []
+    for index, sock in enumerate(socks):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for other in socks:
+                    if other is not sock:
+                        other.close()
+                run_one(index, sock)
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        children.append(pid)
+    for sock in socks:
+        sock.close()
+
+    def forward(sig: int, _: Any) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for pid in children:
+        _, raw = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(raw)
+        status = status or (code if code > 0 else 0)
+    if status:
+        raise SystemExit(status)
 
 
 class _InProcessParts:
@@ -488,6 +562,12 @@ def cmd_scheduler(_: argparse.Namespace) -> None:
     raise SystemExit(run_scheduler(settings))
 
 
+def _process_count(text: str) -> int:
+    if not (text.isascii() and text.isdecimal()) or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number 1..64")
+    return int(text)
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -515,6 +595,12 @@ def _parser() -> argparse.ArgumentParser:
         "--no-embedded",
         action="store_true",
         help="a replica: refuse to start without HERALD_REDIS_URL and HERALD_DATABASE_URL",
+    )
+    s.add_argument(
+        "--workers",
+        type=_process_count,
+        default=1,
+        help="API processes sharing the port (SO_REUSEPORT), each with its own hub (default 1)",
     )
     s.set_defaults(func=cmd_serve)
 

@@ -17,6 +17,8 @@ from urllib.parse import quote
 
 import orjson
 
+from herald.journal.wire import HEAD, envelope_id
+
 __all__ = [
     "HEAD",
     "Envelope",
@@ -34,8 +36,6 @@ __all__ = [
 ]
 
 TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
-# Everything before the id.  Fixed so the journal can splice without a JSON parser.
-HEAD = b'{"specversion":"1.0","id":"'
 _MAX_SOURCE = 512
 # RFC 3986 URI-reference without query or fragment (so a stream path can follow):
 # an optional scheme, then path characters and %XX escapes.
@@ -91,11 +91,6 @@ class Prepared:
 
 def splice(id_: str, tail: bytes) -> bytes:
     return HEAD + id_.encode() + tail
-
-
-def envelope_id(envelope: bytes) -> bytes:
-    """The id of a spliced envelope, read from its fixed prefix without parsing JSON."""
-    return envelope[len(HEAD) : envelope.index(b'"', len(HEAD))]
 
 
 def valid_source(source: str) -> bool:

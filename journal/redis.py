@@ -27,6 +27,7 @@ from herald.journal.envelope import Prepared
 from herald.journal.positions import ZERO_ID, StreamId, Target
 from herald.journal.runtime.metrics import count_published
 from herald.journal.runtime.sharded import publish_script
+from herald.journal.wire import lua_frame_args
 
 __all__ = ["RedisJournal"]
 
@@ -87,6 +88,7 @@ class RedisJournal:
             self.limits.idempotency_window_s,
             new_epoch(),
             target.channel,
+            *lua_frame_args(),
             len(items),
         ]
         for prepared, idem in items:

@@ -15,23 +15,32 @@ subscriber owns a small bounded queue of ``Live`` items:
 Ordering rule: ``subscribe`` returns only after the upstream server confirmed the
 subscription, so a journal read started afterwards cannot miss a message that is
 published between the read and the first live message.
+
+The fast path (``Direct``): while a subscriber's own task is idle and in sync, it
+hangs a ``Direct`` on its subscription, and the hub hands each message to it
+instead of queueing it: the frame's bytes are shared, and no task wakes per
+delivery.  ``Direct.push`` declines (returns False) whenever the subscriber's own
+task has to look at the message (a hole, a new epoch, a paused transport); the
+message is then queued as before.  A subscription with anything queued never
+takes the fast path, so the order of deliveries is the order of publishes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from herald.journal.envelope import envelope_id
 from herald.journal.positions import StreamId
+from herald.journal.wire import FrameError, decode_frame, sse_event_tail
 
 __all__ = [
     "CLOSE",
     "OVERFLOW",
     "RESYNC",
+    "Direct",
     "Hub",
     "Live",
     "LiveMessage",
@@ -67,18 +76,28 @@ Live = LiveMessage | Signal
 
 
 def parse_frame(channel: str, frame: bytes) -> LiveMessage:
-    """Decode ``"<epoch> <previous id> <envelope>"`` as published by the journal.
+    """Decode a live frame (``herald.journal.wire``); ``FrameError`` if malformed.
 
-    The id is read from the envelope's fixed prefix, so no JSON is parsed.
+    The id is read from the envelope's fixed head, so no JSON is parsed.
     """
-    epoch, previous, envelope = frame.split(b" ", 2)
-    return LiveMessage(
-        channel,
-        epoch.decode(),
-        StreamId.from_bytes(previous) if previous else None,
-        StreamId.from_bytes(envelope_id(envelope)),
-        envelope,
-    )
+    f = decode_frame(frame)
+    try:
+        previous = StreamId.from_bytes(f.previous) if f.previous else None
+        id_ = StreamId.from_bytes(f.id)
+    except ValueError as e:
+        raise FrameError(f"live frame with a malformed id: {e}") from e
+    return LiveMessage(channel, f.epoch.decode(), previous, id_, f.envelope)
+
+
+class Direct(Protocol):
+    """A subscriber's fast path, set on ``Subscription.direct`` while it may be used."""
+
+    def push(self, message: LiveMessage, id_: bytes, tail: bytes) -> bool:
+        """Deliver ``message`` now, or return False (nothing done) to have it queued.
+
+        ``id_`` is the message's id as text and ``tail`` its SSE data field
+        (``wire.sse_event_tail``), both encoded once for every subscriber."""
+        ...
 
 
 class Subscription:
@@ -89,7 +108,7 @@ class Subscription:
     an idle subscription is an empty list and one pending future.
     """
 
-    __slots__ = ("_items", "_waiter", "channels", "closed", "maxsize")
+    __slots__ = ("_items", "_waiter", "channels", "closed", "direct", "maxsize")
 
     def __init__(self, channels: tuple[str, ...], maxsize: int) -> None:
         self.channels = channels
@@ -97,6 +116,7 @@ class Subscription:
         self.closed = False  # overflowed or closed: nothing more is accepted
         self._items: list[Live] = []
         self._waiter: asyncio.Future[None] | None = None
+        self.direct: Direct | None = None  # the fast path, while its owner allows it
 
     def offer(self, item: Live) -> None:
         """Called by the hub, never blocks.  A full queue turns into one OVERFLOW."""
@@ -122,6 +142,10 @@ class Subscription:
         # Dropping the queued items frees their memory at once.
         self.closed = True
         self._items = [signal]
+        self._wake()
+
+    def poke(self) -> None:
+        """Wake the owner without queueing anything (its timer is due)."""
         self._wake()
 
     def _wake(self) -> None:
@@ -240,8 +264,31 @@ class Registry:
         return held if isinstance(held, set) else (held,)
 
     def deliver(self, message: LiveMessage) -> None:
-        for sub in self.subscribers(message.channel):
+        for _ in self.deliver_in_steps(message, 1 << 62):
+            pass
+
+    def deliver_in_steps(self, message: LiveMessage, step: int) -> Iterator[int]:
+        """Deliver to every subscriber, pausing (yielding the number done so far)
+        after every ``step`` of them, so the caller can let other work run."""
+        subs = self.subscribers(message.channel)
+        if len(subs) > step:
+            subs = tuple(subs)  # the set may change while the caller pauses
+        id_ = tail = b""
+        done = 0
+        for sub in subs:
+            direct = sub.direct
+            if direct is not None and not sub._items:
+                if not tail:  # encoded once, only if some subscriber is on the fast path
+                    id_, tail = str(message.id).encode(), sse_event_tail(message.envelope)
+                if direct.push(message, id_, tail):
+                    done += 1
+                    if done % step == 0:
+                        yield done
+                    continue
             sub.offer(message)
+            done += 1
+            if done % step == 0:
+                yield done
 
     def _all(self) -> set[Subscription]:
         return {sub for ch in self.by_channel for sub in self.subscribers(ch)}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from herald.journal.envelope import envelope_id
 from herald.journal.memory import MemoryJournal
 from herald.journal.positions import StreamId, Target
+from herald.journal.wire import envelope_id
 from herald.streams.hub import LiveMessage, Registry, Subscribing, Subscription
 
 __all__ = ["MemoryHub"]

@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from herald.journal.runtime.metrics import HUB_RECONNECTS
+from herald.journal.wire import FrameError
 from herald.streams.hub import Registry, Subscribing, Subscription, parse_frame
 from herald.streams.keys import hub_control_channel
 from herald.streams.pubsub import PubSubConnection
@@ -45,6 +46,8 @@ log = logging.getLogger("herald.hub")
 
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 2.0
+# Subscribers served between two turns of the event loop (see _fan_out).
+_FANOUT_STEP = 1000
 
 
 class HubUnavailable(Exception):
@@ -83,6 +86,7 @@ class RedisHub:
         self._connected = False
         self._reconnects = 0
         self._ready = asyncio.Event()
+        self._work = 0  # subscribers served since the reader last let others run
 
     @property
     def connected(self) -> bool:
@@ -238,11 +242,7 @@ class RedisHub:
             asked = None  # any reply shows Redis is alive
             kind = reply[0]
             if kind == b"message":
-                channel = reply[1].decode()
-                try:
-                    self._registry.deliver(parse_frame(channel, reply[2]))
-                except (ValueError, IndexError):
-                    log.error("malformed frame on %s dropped: %r", channel, reply[2][:80])
+                await self._fan_out(reply[1].decode(), reply[2])
             elif kind == b"subscribe":
                 channel = reply[1].decode()
                 self._outstanding[channel] -= 1
@@ -255,6 +255,25 @@ class RedisHub:
                 awaiting.discard(channel)
                 if not awaiting and not self._connected:
                     self._on_connected(first)
+
+    async def _fan_out(self, channel: str, frame: bytes) -> None:
+        """Deliver one live frame.  The work is bounded per event-loop turn: after
+        every ``_FANOUT_STEP`` subscribers (within one message or over several),
+        other tasks run (HTTP publishes, new connections, the subscribers' own
+        tasks), so a busy fan-out cannot starve them."""
+        try:
+            message = parse_frame(channel, frame)
+        except FrameError:
+            log.error("malformed frame on %s dropped: %r", channel, frame[:80])
+            return
+        registry = self._registry
+        for _ in registry.deliver_in_steps(message, _FANOUT_STEP):
+            await asyncio.sleep(0)
+            self._work = 0
+        self._work += len(registry.subscribers(channel))
+        if self._work >= _FANOUT_STEP:
+            self._work = 0
+            await asyncio.sleep(0)
 
     def _on_connected(self, first: bool) -> None:
         self._connected = True

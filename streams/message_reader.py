@@ -41,8 +41,10 @@ from herald.journal.messages.store import (
     read_events,
 )
 from herald.journal.runtime.db import DatabaseUnavailable
-from herald.streams.hub import LiveMessage, Signal, Subscription
-from herald.streams.session import PING, Overflowed
+from herald.journal.wire import sse_data, sse_frame
+from herald.journal.wire import watchdog_envelope as wire_watchdog_envelope
+from herald.streams.hub import LiveMessage, Subscription
+from herald.streams.live import Overflowed, run_live
 
 __all__ = ["MessageReader", "ReaderLimits", "frame", "is_terminal", "watchdog_envelope"]
 
@@ -52,7 +54,7 @@ _TERMINAL_MARKS = tuple(b'"type":"message.' + t.encode() + b'","' for t in sorte
 
 
 def frame(seq: int, envelope: bytes) -> bytes:
-    return b"id: " + str(seq).encode() + b"\ndata: " + envelope + b"\n\n"
+    return sse_frame(str(seq), envelope)
 
 
 def is_terminal(envelope: bytes) -> bool:
@@ -65,8 +67,9 @@ def watchdog_envelope(message_id: uuid.UUID, code: str, detail: str) -> bytes:
     every CloudEvents id, and its SSE frame carries no ``id:``, so the client's
     cursor stays on the last real event."""
     payload = orjson.dumps({"code": code, "message": detail})
-    tail = message_envelope(message_id, None, "error", payload, datetime.now(UTC))
-    return b'{"specversion":"1.0","id":"watchdog-' + secrets.token_hex(8).encode() + tail
+    return wire_watchdog_envelope(
+        message_envelope(message_id, None, "error", payload, datetime.now(UTC))
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,7 @@ class MessageReader:
         self.delivered = 0
         self._held: dict[int, bytes] = {}
         self._out: list[bytes] = []
+        self._next_watch = self._next_reread = 0.0  # loop times, set by ``run``
 
     # -- pieces ----------------------------------------------------------------
 
@@ -184,67 +188,64 @@ class MessageReader:
         self, sub: Subscription, emit: Emit, keepalive_s: float, until: float | None = None
     ) -> None:
         """Replay, then live-tail until a terminal event, the watchdog, ``until``
-        (token expiry, loop time), or the subscription closing."""
+        (token expiry, loop time), or the subscription closing (the live loop is
+        ``herald.streams.live.run_live``, shared with user streams)."""
         loop = asyncio.get_running_loop()
         await self.learn_latest()
         await self.refill()
         if chunk := self.take():
             await emit(chunk)
-        next_ping = loop.time() + keepalive_s
-        next_watch = loop.time() + self.limits.watchdog_s
-        next_reread = loop.time() + self.limits.flush_s
-        while not self.ended:
-            now = loop.time()
-            if until is not None and now >= until:
-                return
-            deadline = min(next_ping, next_watch, next_reread if self.has_hole else next_watch)
-            if until is not None:
-                deadline = min(deadline, until)
-            items = sub.take_nowait()
-            if not items:
-                try:
-                    async with asyncio.timeout(max(0.0, deadline - now)):
-                        await sub.arrival()
-                except TimeoutError:
-                    pass
-                items = sub.take_nowait()
-            for item in items:
-                if isinstance(item, Signal):
-                    if item is Signal.RESYNC:
-                        await self.learn_latest()
-                        await self._reread()
-                        continue
-                    if chunk := self.take():
-                        await emit(chunk)
-                    if item is Signal.CLOSE:
-                        return
-                    raise Overflowed("live queue overflowed")
-                self.offer(item)
-            now = loop.time()
-            if self.has_hole and now >= next_reread:
-                await self._reread()
-                next_reread = now + self.limits.flush_s
-            elif not self.has_hole:
-                next_reread = now + self.limits.flush_s
-            if chunk := self.take():
-                await emit(chunk)
-                next_ping = now + keepalive_s
-            if self.ended:
-                return
-            if now >= next_watch:
-                next_watch = now + self.limits.watchdog_s
-                verdict = await self._watch()
-                if verdict is not None:
-                    await self._reread()  # the last rows may have landed meanwhile
-                    if chunk := self.take():
-                        await emit(chunk)
-                    if not self.ended:
-                        await emit(b"data: " + verdict + b"\n\n")
-                        self.ended = True
-                    return
-            if now >= next_ping:
-                await emit(PING)
-                next_ping = now + keepalive_s
+        if self.ended:
+            return
+        now = loop.time()
+        self._next_watch = now + self.limits.watchdog_s
+        self._next_reread = now + self.limits.flush_s
+        await run_live(sub, emit, self, keepalive_s, until)
+
+    # -- LiveHandler -------------------------------------------------------------
+
+    async def on_messages(self, items: list[LiveMessage]) -> bytes:
+        for item in items:
+            self.offer(item)
+        return self.take()
+
+    async def on_resync(self) -> bytes:
+        await self.learn_latest()
+        await self._reread()
+        return self.take()
+
+    def fast(self, message: LiveMessage, id_: bytes, tail: bytes) -> bytes | None:
+        """The fast path (``streams.live``): the frame of the next event, or None
+        when the event needs ``offer`` (a hole, events held back, a terminal event)."""
+        seq = message.id.ms
+        if seq != self.last + 1 or self._held or self.ended or is_terminal(message.envelope):
+            return None
+        self.last = seq
+        self.known = max(self.known, seq)
+        self.delivered += 1
+        return b"id: " + str(seq).encode() + tail
+
+    def wake_at(self) -> float | None:
+        return min(self._next_watch, self._next_reread) if self.has_hole else self._next_watch
+
+    async def on_timer(self, now: float) -> bytes:
+        if self.has_hole and now >= self._next_reread:
+            await self._reread()
+            self._next_reread = now + self.limits.flush_s
+        elif not self.has_hole:
+            self._next_reread = now + self.limits.flush_s
+        if self.ended or now < self._next_watch:
+            return self.take()
+        self._next_watch = now + self.limits.watchdog_s
+        verdict = await self._watch()
+        if verdict is None:
+            return self.take()
+        await self._reread()  # the last rows may have landed meanwhile
+        chunk = self.take()
+        if not self.ended:
+            chunk += sse_data(verdict)
+            self.ended = True
+        return chunk
 
     async def _reread(self) -> None:
         # On a database fault keep tailing live; the hole is re-read on the next tick.

@@ -16,30 +16,28 @@ Everything the session sends is an SSE frame carrying the composite cursor as it
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-import orjson
 from prometheus_client import Counter
 
 from herald.journal.base import Entry, Journal
 from herald.journal.envelope import format_time
 from herald.journal.positions import ZERO_ID, StreamId, Target
 from herald.journal.runtime.metrics import GAPS
+from herald.journal.wire import KEEPALIVE, sse_frame
+from herald.journal.wire import gap_envelope as wire_gap_envelope
 from herald.streams.cursor import Cursor, Position, item_prefix
 from herald.streams.cursor import render as render_cursor
-from herald.streams.hub import Signal, Subscription
+from herald.streams.hub import LiveMessage, Subscription
+from herald.streams.live import Overflowed, run_live
 from herald.streams.recovery import Gap, GapReason, Step, classify, position_after_gap
 
-__all__ = ["Overflowed", "Session", "SessionLimits", "gap_envelope", "sse_frame"]
+__all__ = ["PING", "Overflowed", "Session", "SessionLimits", "gap_envelope", "sse_frame"]
 
-PING = b": ping\n\n"
-
-
-class Overflowed(Exception):
-    """The client fell so far behind that its live queue overflowed."""
+PING = KEEPALIVE  # the name the message reader and older callers import
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,31 +46,12 @@ class SessionLimits:
     max_replay_events: int = 100000
 
 
-def sse_frame(cursor: str, envelope: bytes) -> bytes:
-    return b"id: " + cursor.encode() + b"\ndata: " + envelope + b"\n\n"
-
-
 def gap_envelope(cursor: str, gap: Gap, extra: Mapping[str, object] | None = None) -> bytes:
-    """A ``herald.gap`` control envelope; plain ``message`` type so ``onmessage`` sees it.
-
-    Its id is ``gap-<random>``: it is no position (the SSE ``id:`` of its frame,
-    the cursor, is), and two gaps sent at one cursor must not look like one event
-    to a consumer that de-duplicates on ``source`` + ``id``."""
+    """A ``herald.gap`` control envelope (``wire.gap_envelope``) for ``gap``."""
     data = gap.to_data()
     if extra:
         data.update(extra)
-    return orjson.dumps(
-        {
-            "specversion": "1.0",
-            "id": f"gap-{secrets.token_hex(8)}",
-            "source": "/herald",
-            "type": "herald.gap",
-            "time": format_time(datetime.now(UTC)),
-            "subject": gap.stream,
-            "datacontenttype": "application/json",
-            "data": data,
-        }
-    )
+    return wire_gap_envelope(gap.stream, data, format_time(datetime.now(UTC)))
 
 
 class Session:
@@ -82,6 +61,7 @@ class Session:
     __slots__ = (
         "_cursor",
         "_live_only",
+        "_parts",
         "_pos",
         "_render",
         "_start",
@@ -117,12 +97,16 @@ class Session:
         self.delivered = 0
         self.gap_log: list[dict[str, object]] = []
         self._live_only: tuple[str, ...] = ()
+        # The fast path's frame head and the cursor after one stream's id, for that
+        # stream: (key, b"id: <items before>key~epoch~", b",<items after>", channel).
+        self._parts: tuple[str, bytes, bytes, str] | None = None
 
     # -- positions and frames -------------------------------------------------
 
     def _set(self, key: str, pos: Position) -> None:
         self._pos[key] = pos
         self._cursor = None
+        self._parts = None
 
     @property
     def cursor(self) -> str:
@@ -196,62 +180,80 @@ class Session:
                 if chunk:
                     yield chunk
 
-    async def live(
+    def live(
         self,
         sub: Subscription,
         emit: Callable[[bytes], Awaitable[None]],
         keepalive_s: float = 15.0,
         until: float | None = None,
         delivered: Counter | None = None,
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         """Emit live frames until the subscription is closed or the loop time ``until``
         (the token's expiry) passes, or its queue overflows (raises ``Overflowed``);
-        a ``: ping`` comment after each ``keepalive_s`` without anything to send.
-        One timer serves both the keepalive and the expiry.  A coroutine that calls
-        ``emit`` rather than a generator: it is held by every idle connection.
-        ``delivered`` is incremented once per written batch by its number of events."""
-        loop = asyncio.get_running_loop()
-        while True:
-            if until is not None and loop.time() >= until:
-                return  # also for a stream too busy to ever time out waiting
-            wait = keepalive_s if until is None else min(keepalive_s, until - loop.time())
-            batch = sub.take_nowait()
-            try:
-                if not batch:
-                    async with asyncio.timeout(max(0.0, wait)):
-                        await sub.arrival()
-                    batch = sub.take_nowait()
-            except TimeoutError:
-                if until is not None and loop.time() >= until:
-                    return
-                await emit(PING)
-                continue
-            out: list[bytes] = []
-            before = self.delivered
-            for item in batch:
-                if isinstance(item, Signal):
-                    if item is not Signal.RESYNC:
-                        if out:
-                            await emit(b"".join(out))
-                            if delivered is not None:
-                                delivered.inc(self.delivered - before)
-                        if item is Signal.CLOSE:
-                            return
-                        raise Overflowed("live queue overflowed")
-                    for key in self.targets:  # RESYNC: the hub may have missed messages
-                        out += [c async for c, _ in self._read_journal(key, None)]
-                    continue
-                key = self._key_of(item.channel)
-                step = classify(self._pos[key], item.epoch, item.id, item.previous)
-                if step is Step.NEXT:
-                    out.append(self._deliver(key, item.epoch, item.id, item.envelope))
-                elif step is not Step.DUPLICATE:
-                    # A hole or a new epoch: the journal has the truth.
-                    out += [c async for c, _ in self._read_journal(key, None)]
-            if out:
-                await emit(b"".join(out))
-                if delivered is not None:
-                    delivered.inc(self.delivered - before)
+        a keepalive comment after each ``keepalive_s`` with nothing to send (see
+        ``herald.streams.live.run_live``, shared with the message reader).  Returns
+        that coroutine rather than awaiting it: one frame less per open stream."""
+        return run_live(sub, emit, self, keepalive_s, until, delivered)
+
+    # -- LiveHandler ----------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return False  # a user stream never completes; it ends on close or expiry
+
+    async def on_messages(self, items: list[LiveMessage]) -> bytes:
+        out: list[bytes] = []
+        for item in items:
+            key = self._key_of(item.channel)
+            step = classify(self._pos[key], item.epoch, item.id, item.previous)
+            if step is Step.NEXT:
+                out.append(self._deliver(key, item.epoch, item.id, item.envelope))
+            elif step is not Step.DUPLICATE:
+                # A hole or a new epoch: the journal has the truth.
+                out += [c async for c, _ in self._read_journal(key, None)]
+        return b"".join(out)
+
+    async def on_resync(self) -> bytes:
+        out: list[bytes] = []
+        for key in self.targets:  # the hub may have missed messages
+            out += [c async for c, _ in self._read_journal(key, None)]
+        return b"".join(out)
+
+    def wake_at(self) -> float | None:
+        return None
+
+    def fast(self, message: LiveMessage, id_: bytes, tail: bytes) -> bytes | None:
+        """The fast path (``streams.live``): the frame of the next message of one
+        stream, or None when the message needs ``classify`` (a hole, a duplicate, a
+        new epoch).  Only this stream's item of the composite cursor changes, so the
+        cursor around it is rendered once and kept until another stream moves: a
+        connection that reads topics stays on the fast path too."""
+        if self._render is not sse_frame:
+            return None
+        parts = self._parts
+        key = parts[0] if parts is not None and parts[3] == message.channel else None
+        if key is None:
+            key = self._key_of(message.channel)
+        pos = self._pos[key]
+        if message.previous is None or message.previous != pos.id or message.epoch != pos.epoch:
+            return None
+        if parts is None or parts[0] != key:
+            parts = self._parts = self._split_cursor(key, message.epoch)
+        self._pos[key] = Position(pos.epoch, message.id)
+        self._cursor = None
+        self.delivered += 1
+        return parts[1] + id_ + parts[2] + tail
+
+    def _split_cursor(self, key: str, epoch: str) -> tuple[str, bytes, bytes, str]:
+        items = list(self._pos.items())
+        k = [x for x, _ in items].index(key)
+        before, after = render_cursor(items[:k]), render_cursor(items[k + 1 :])
+        head = "id: " + (before + "," if before else "") + item_prefix(key, epoch)
+        channel = self.targets[key].channel
+        return key, head.encode(), ("," + after if after else "").encode(), channel
+
+    async def on_timer(self, now: float) -> bytes:
+        return b""
 
     def _key_of(self, channel: str) -> str:
         for key, target in self.targets.items():

@@ -41,7 +41,7 @@ class HeraldProcess:
         **env: str,
     ) -> None:
         self.workdir = workdir
-        self.serve_args = serve_args  # more `herald serve` options, e.g. --no-embedded
+        self.serve_args = serve_args  # more `herald serve` options: --no-embedded, --workers
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}

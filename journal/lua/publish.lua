@@ -7,7 +7,9 @@
 -- ARGV[2]  idempotency window in seconds
 -- ARGV[3]  epoch to use if the stream has none yet (fresh random from the caller)
 -- ARGV[4]  live channel
--- ARGV[5]  N, then per envelope three values: type, tail, idempotency key index (0 = none)
+-- ARGV[5]  the envelope head, ARGV[6] the live frame's separator (herald.journal.wire
+--          owns both; they are passed in so the format is written in one place)
+-- ARGV[7]  N, then per envelope three values: type, tail, idempotency key index (0 = none)
 --
 -- The envelope's id is its entry id, so the id is chosen here (same rule as
 -- XADD '*': now in ms, or the last ms with seq + 1 when the clock has not moved
@@ -21,7 +23,7 @@
 -- On Redis Cluster the live PUBLISH runs as SPUBLISH (herald.journal.runtime.sharded):
 -- the channel carries the stream's hash tag, so it is in this script's slot.
 --
--- The live message is "<epoch> <previous id> <envelope>", so a subscriber can
+-- The live frame is "<epoch> <previous id> <envelope>" (wire.encode_frame), so a subscriber can
 -- tell a hole (previous id is not what it delivered last) from a normal step.
 --
 -- Returns, per envelope: id, previous id, 1 if it was a duplicate (idempotency
@@ -29,8 +31,8 @@
 
 local stream, meta = KEYS[1], KEYS[2]
 local maxlen, window, channel = ARGV[1], ARGV[2], ARGV[4]
-local n = tonumber(ARGV[5])
-local head = '{"specversion":"1.0","id":"'
+local head, sep = ARGV[5], ARGV[6]
+local n = tonumber(ARGV[7])
 
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
@@ -57,7 +59,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
 local wrote = false
 for i = 0, n - 1 do
-  local typ, tail, ik = ARGV[6 + i * 3], ARGV[7 + i * 3], tonumber(ARGV[8 + i * 3])
+  local typ, tail, ik = ARGV[8 + i * 3], ARGV[9 + i * 3], tonumber(ARGV[10 + i * 3])
   local seen = false
   if ik > 0 then seen = redis.call('GET', KEYS[ik]) end
   if seen then
@@ -73,7 +75,7 @@ for i = 0, n - 1 do
     local id = string.format('%d-%d', lms, lseq)
     local env = head .. id .. tail
     redis.call('XADD', stream, 'MAXLEN', '~', maxlen, id, 't', typ, 'p', last, 'e', env)
-    redis.call('PUBLISH', channel, epoch .. ' ' .. last .. ' ' .. env)
+    redis.call('PUBLISH', channel, epoch .. sep .. last .. sep .. env)
     if ik > 0 then redis.call('SET', KEYS[ik], id, 'EX', window) end
     out[#out + 1] = id
     out[#out + 1] = last

@@ -48,11 +48,13 @@ from herald.journal.runtime.db import DatabaseUnavailable, make_engine
 from herald.journal.runtime.settings import Settings
 from herald.journal.runtime.sharded import live_publish, publish_script
 from herald.journal.storable import unstorable
+from herald.journal.wire import MESSAGE_EPOCH, encode_frame, lua_frame_args
 
 __all__ = ["MessageStream", "MessageStreams", "connect"]
 
 log = logging.getLogger("herald.producer")
 
+_FRAME_ARGS = (*lua_frame_args(), MESSAGE_EPOCH)
 _SCRIPT = resources.files("herald.journal.messages").joinpath("lua/publish.lua").read_text()
 _COUNTER_TTL_S = 7 * 24 * 3600
 _CLOSE_WAIT_S = 30.0
@@ -142,7 +144,9 @@ class MessageStreams:
             for _ in range(2):
                 try:
                     last = int(
-                        await self._script(keys=keys, args=[arg_floor, _COUNTER_TTL_S, *tails])
+                        await self._script(
+                            keys=keys, args=[arg_floor, _COUNTER_TTL_S, *_FRAME_ARGS, *tails]
+                        )
                     )
                 except NoScriptError:
                     continue  # redis-py reloads it on the next call
@@ -161,7 +165,7 @@ class MessageStreams:
         payload = row.payload_json.encode()
         envelope = message_envelope(row.message_id, seq, row.event_type, payload, row.created_at)
         previous = str(seq - 1).encode() if seq > 0 else b""
-        frame = b"m " + previous + b" " + envelope
+        frame = encode_frame(MESSAGE_EPOCH, previous, envelope)
         await live_publish(self.redis, channel_of(row.message_id), frame)
 
 

@@ -23,9 +23,10 @@ from sqlalchemy import Text, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from herald.journal.envelope import HEAD, format_time
+from herald.journal.envelope import format_time
 from herald.journal.runtime.db import run_in_transaction
 from herald.journal.tables import message_events, messages
+from herald.journal.wire import HEAD
 
 __all__ = [
     "EVENT_TYPE_RE",
