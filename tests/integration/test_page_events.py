@@ -326,8 +326,11 @@ async def test_bad_input_is_a_422_naming_the_problem(api: Api):
     ):
         r = await post(body)
         assert (r.status_code, r.json()["error"]) == (422, "invalid_body"), body
-    r = await api.http.post("/api/page-events", content=b"{not json", headers=api.admin)
+    json_type = {**api.admin, "Content-Type": "application/json"}
+    r = await api.http.post("/api/page-events", content=b"{not json", headers=json_type)
     assert (r.status_code, r.json()["error"]) == (422, "invalid_json")
+    r = await api.http.post("/api/page-events", content=b"{}", headers=api.admin)
+    assert (r.status_code, r.json()["error"]) == (415, "unsupported_media_type")
     for query in ({"active": "yes"}, {"limit": "0"}, {"offset": "-1"}):
         r = await api.http.get("/api/page-events", params=query, headers=api.admin)
         assert r.status_code == 400, query
