@@ -23,6 +23,7 @@ from starlette.responses import Response
 from herald.api.auth import AuthError, Principal
 from herald.api.errors import ApiError
 from herald.api.openapi import SSE, endpoint
+from herald.api.schemas import whole_number
 from herald.api.sse import Closer, Emit, EventStreamResponse
 from herald.api.state import AppState, state_of
 from herald.api.tickets import stream_cookie_name
@@ -347,12 +348,7 @@ async def history(request: Request) -> Response:
     query = request.query_params
     targets = readable_targets(state, principal, query.getlist("topic"), query.get("user"))
     cursor = parse_cursor(request.query_params.get("after"))
-    raw_limit = request.query_params.get("limit", "100")
-    if not (raw_limit.isascii() and raw_limit.isdecimal()) or not (
-        1 <= int(raw_limit) <= MAX_HISTORY_LIMIT
-    ):
-        raise ApiError(400, "bad_limit", f"limit must be a whole number 1..{MAX_HISTORY_LIMIT}")
-    limit = int(raw_limit)
+    limit = whole_number(request.query_params.get("limit"), "limit", 100, 1, MAX_HISTORY_LIMIT)
     events: list[bytes] = []
     session = Session(
         state.journal,

@@ -22,7 +22,7 @@ from herald.api.auth import require_role
 from herald.api.errors import ApiError
 from herald.api.openapi import UUID_PATH, endpoint
 from herald.api.responses import JSONResponse
-from herald.api.schemas import parse_body, read_json
+from herald.api.schemas import parse_body, read_json, whole_number
 from herald.api.sources import database_errors_as_503
 from herald.api.state import AppState, state_of
 from herald.api.uploads import parse_id, require_workers
@@ -293,16 +293,14 @@ async def list_runs(request: Request) -> Response:
     """Newest first: ``?limit=N`` (1..500, default 50), ``?job=KEY``."""
     state = state_of(request)
     await state.principal(request)
-    raw = request.query_params.get("limit", "50")
-    if not raw.isdecimal() or not 1 <= int(raw) <= MAX_RUNS:
-        raise ApiError(400, "bad_limit", f"limit must be a whole number from 1 to {MAX_RUNS}")
+    limit = whole_number(request.query_params.get("limit"), "limit", 50, 1, MAX_RUNS)
     job = request.query_params.get("job") or None
     if job is not None and not _storable(job):
         raise ApiError(
             400, "bad_filter", "job must be a job key (printable, at most 200 characters)"
         )
     async with database_errors_as_503():
-        found = await _store(state).runs(limit=int(raw), job=job)
+        found = await _store(state).runs(limit=limit, job=job)
     return JSONResponse({"runs": [run.to_json() for run in found]})
 
 

@@ -30,7 +30,7 @@ from herald.api.events import (
 )
 from herald.api.openapi import OBJECT, SSE, UUID_PATH, Media, endpoint
 from herald.api.responses import JSONResponse
-from herald.api.schemas import parse_body, read_json
+from herald.api.schemas import parse_body, read_json, whole_number
 from herald.api.sse import Closer, Emit, EventStreamResponse
 from herald.api.state import AppState, state_of
 from herald.journal.messages.keys import channel_of, seq_key_of
@@ -463,13 +463,11 @@ async def _json_page(
     info: MessageInfo,
 ) -> Response:
     streams = _streams(state)
-    raw_limit = request.query_params.get("limit", "100")
-    if not (raw_limit.isascii() and raw_limit.isdecimal()) or not 1 <= int(raw_limit) <= MAX_PAGE:
-        raise ApiError(400, "bad_limit", f"limit must be a whole number 1..{MAX_PAGE}")
+    limit = whole_number(request.query_params.get("limit"), "limit", 100, 1, MAX_PAGE)
     ahead = await read_events(streams.engine, message_id, after, 1)
     if ahead:
         await charge_replay(state, principal)  # a history read is a replay
-    rows = await read_events(streams.engine, message_id, after, int(raw_limit))
+    rows = await read_events(streams.engine, message_id, after, limit)
     envelopes: list[bytes] = []
     last, ended = after, False
     for row in rows:

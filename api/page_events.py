@@ -36,7 +36,7 @@ from herald.api.auth import require_role
 from herald.api.errors import ApiError
 from herald.api.openapi import UUID_PATH, endpoint
 from herald.api.responses import JSONResponse
-from herald.api.schemas import parse_body, read_json
+from herald.api.schemas import parse_body, read_json, whole_number
 from herald.api.sources import database_errors_as_503
 from herald.api.state import AppState, state_of
 from herald.api.uploads import parse_id
@@ -222,13 +222,6 @@ def _flag(raw: str | None, name: str) -> bool | None:
     return raw == "true"
 
 
-def _count(raw: str | None, name: str, default: int, low: int, high: int) -> int:
-    raw = str(default) if raw is None else raw
-    if not raw.isdecimal() or not low <= int(raw) <= high:
-        raise ApiError(400, f"bad_{name}", f"{name} must be a whole number from {low} to {high}")
-    return int(raw)
-
-
 @endpoint(
     "Page events by route, newest first (admin)",
     {200: PageEventsPage},
@@ -244,8 +237,8 @@ async def list_events(request: Request) -> Response:
         service.store.list_events(
             page_context=request.query_params.get("page_context"),
             active=_flag(request.query_params.get("active"), "active"),
-            limit=_count(request.query_params.get("limit"), "limit", 500, 1, MAX_LIST),
-            offset=_count(request.query_params.get("offset"), "offset", 0, 0, 10**9),
+            limit=whole_number(request.query_params.get("limit"), "limit", 500, 1, MAX_LIST),
+            offset=whole_number(request.query_params.get("offset"), "offset", 0, 0, 10**9),
         )
     )
     return JSONResponse({"events": [e.to_json() for e in found]})

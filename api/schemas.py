@@ -13,7 +13,7 @@ from herald.journal.envelope import TYPE_RE
 from herald.journal.positions import NAME_RE, Target
 from herald.journal.storable import unstorable
 
-__all__ = ["PublishBody", "is_json_type", "parse_body", "read_json"]
+__all__ = ["PublishBody", "is_json_type", "parse_body", "read_json", "whole_number"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -37,6 +37,20 @@ class PublishBody(BaseModel):
     @property
     def target(self) -> Target:
         return Target.user(self.user) if self.user is not None else Target.topic(self.topic or "")
+
+
+_MAX_DIGITS = 12  # int() of a very long string is slow, and refused beyond 4,300 digits
+
+
+def whole_number(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    """A query value that must be a whole number ``low..high`` (``default`` when
+    absent); anything else is ``400 bad_<name>``."""
+    text = str(default) if raw is None else raw
+    if not (text.isascii() and text.isdecimal() and len(text) <= _MAX_DIGITS) or not (
+        low <= int(text) <= high
+    ):
+        raise ApiError(400, f"bad_{name}", f"{name} must be a whole number from {low} to {high}")
+    return int(text)
 
 
 def is_json_type(content_type: str | None) -> bool:

@@ -133,3 +133,37 @@ def test_percent_encoded_secret_parameters_are_redacted(line: str, secret: str |
         assert out == line
     else:
         assert secret not in out and "[redacted]" in out
+
+
+async def test_a_limit_of_thousands_of_digits_is_a_400_not_a_500(
+    env: tuple[httpx.AsyncClient, Authenticator, RedisTicketStore],
+) -> None:
+    # int() refuses strings over 4,300 digits with a ValueError: the door must not get there.
+    http, auth, _ = env
+    digits = "1" * 5000
+    r = await http.get(f"/api/events/history?limit={digits}", headers=_bearer(auth, "admin"))
+    assert (r.status_code, r.json()["error"]) == (400, "bad_limit")
+
+
+@pytest.mark.parametrize(
+    ("raw", "ok"),
+    [
+        (None, 7),
+        ("1", 1),
+        ("10", 10),
+        ("0", None),
+        ("11", None),
+        ("\uff11", None),
+        ("9" * 13, None),
+    ],
+)
+def test_whole_number_takes_short_ascii_digits_in_range(raw: str | None, ok: int | None) -> None:
+    from herald.api.errors import ApiError
+    from herald.api.schemas import whole_number
+
+    if ok is None:
+        with pytest.raises(ApiError) as caught:
+            whole_number(raw, "limit", 7, 1, 10)
+        assert caught.value.code == "bad_limit"
+    else:
+        assert whole_number(raw, "limit", 7, 1, 10) == ok
