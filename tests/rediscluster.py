@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -136,6 +137,13 @@ class LocalCluster:
         proc = self._procs.pop(port)
         proc.kill()
         proc.wait(10)
+
+    def freeze(self, port: int) -> None:
+        """SIGSTOP one node: it keeps its sockets open and answers nothing."""
+        self._procs[port].send_signal(signal.SIGSTOP)
+
+    def thaw(self, port: int) -> None:
+        self._procs[port].send_signal(signal.SIGCONT)
 
     def revive(self, port: int, timeout: float = 30.0) -> None:
         """Start a crashed node again (it keeps its cluster identity) and wait until

@@ -8,6 +8,10 @@ client, and that Herald changes back:
   connections than allowed, where the one-server client makes the burst wait.  A
   process-wide gate of ``HERALD_REDIS_MAX_CONNECTIONS`` commands (or pipelines) in
   flight restores waiting, and bounds the connections any one node can be given.
+* A call's retries are not bounded in time: against a frozen node (stopped, not
+  dead) it takes its socket timeout once per retry.  As ``BoundedRedis`` does on
+  one server, one deadline of ``HERALD_REDIS_SOCKET_TIMEOUT_S`` covers the whole
+  call, the wait at the gate included.
 * It is a different class from ``redis.asyncio.Redis``.  The code is written against
   the commands both share (single-slot commands, Lua, non-transactional pipelines),
   so the client is handed around typed as ``Redis``; ``is_cluster`` tells the few
@@ -17,12 +21,15 @@ client, and that Herald changes back:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from herald.journal.runtime.settings import Settings
 
@@ -40,20 +47,34 @@ class _GatedPipeline(ClusterPipeline):
         self, raise_on_error: bool = True, allow_redirections: bool = True
     ) -> list[Any]:
         client = cast(GatedRedisCluster, self.cluster_client)
-        async with client.gate:
+        async with client.bounded("a pipeline"), client.gate:
             return await super().execute(raise_on_error, allow_redirections)
 
 
 class GatedRedisCluster(RedisCluster):
     """``RedisCluster`` whose commands and pipelines wait for one of ``in_flight`` slots."""
 
-    def __init__(self, *args: Any, in_flight: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, in_flight: int, deadline_s: float | None = None, **kwargs: Any
+    ) -> None:
         kwargs["max_connections"] = in_flight  # per node; the gate bounds them all
         super().__init__(*args, **kwargs)
         self.gate = asyncio.Semaphore(in_flight)
+        self.deadline_s = deadline_s  # None: blocking reads, bounded by their own timeout
+
+    @contextlib.asynccontextmanager
+    async def bounded(self, what: str) -> AsyncIterator[None]:
+        """Raise redis-py's ``TimeoutError`` (a ``RedisError``) once ``deadline_s`` is up."""
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                yield
+        except TimeoutError as e:
+            raise RedisTimeoutError(
+                f"Redis Cluster did not answer {what} within {self.deadline_s:g} s"
+            ) from e
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.gate:
+        async with self.bounded(str(args[0]) if args else "a command"), self.gate:
             return await super().execute_command(*args, **kwargs)
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
@@ -74,6 +95,7 @@ def make_cluster(settings: Settings, *, blocking: bool = False) -> aioredis.Redi
     client = GatedRedisCluster.from_url(
         settings.redis_url,
         in_flight=1 if blocking else settings.redis_max_connections,
+        deadline_s=None if blocking else settings.redis_socket_timeout_s,
         startup_nodes=startup or None,
         socket_timeout=None if blocking else settings.redis_socket_timeout_s,
         socket_connect_timeout=settings.redis_socket_timeout_s,
