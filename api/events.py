@@ -251,7 +251,10 @@ async def stream_events(request: Request) -> Response | EventStreamResponse:
                 path="/api/events",
                 httponly=True,
                 samesite="strict",
-                secure=request.url.scheme == "https",
+                # Behind a TLS proxy the request itself is plain HTTP: the public
+                # URL says how browsers reach us.
+                secure=request.url.scheme == "https"
+                or (state.settings.public_url or "").startswith("https://"),
             )
     except BaseException:
         with contextlib.suppress(Exception):

@@ -200,6 +200,7 @@ async def test_ticket_is_single_use_but_leaves_a_reconnect_cookie_bound_to_it(
                 cookies[ticket] = (name, r.response.cookies[name])
                 header = r.response.headers["set-cookie"].lower()
                 assert "httponly" in header and "path=/api/events" in header
+                assert "secure" not in header  # served and reached over plain HTTP
         http.cookies.clear()
         path = f"/api/events?ticket={mine}"
         spent = await http.get(path)
@@ -235,3 +236,16 @@ async def test_refusals_before_the_stream_starts(server: HeraldProcess, unique: 
         assert r.status_code == 200 and r.json()["events"] == []
         head = await http.head("/api/events", headers=user)
         assert head.status_code == 405
+
+
+@pytest.mark.parametrize("server", [{"HERALD_PUBLIC_URL": "https://127.0.0.1:8443"}], indirect=True)
+async def test_the_stream_cookie_is_secure_when_browsers_reach_us_over_https(
+    server: HeraldProcess, unique: str
+):
+    # Behind a TLS proxy the request is plain HTTP; the public URL says what browsers use.
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        minted = await http.post("/api/events/ticket", headers=bearer(server.token(unique)))
+        ticket = minted.json()["ticket"]
+        async with opened(http, f"/api/events?ticket={ticket}", {}) as r:
+            assert r.status_code == 200
+            assert "secure" in r.response.headers["set-cookie"].lower()
