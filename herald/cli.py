@@ -285,7 +285,8 @@ def _run_processes(
     workers: int, host: str, port: int, run_one: Callable[[int, socket.socket], None]
 ) -> None:
     """``herald serve --workers N``: N forked API processes, each with its own hub,
-    Redis and database clients (so at most 4 Redis connections each) and its own
+    Redis and database clients (so at most 4 Redis connections each on one Redis
+    server; see the README on Redis Cluster) and its own
     SO_REUSEPORT socket.  SIGTERM/SIGINT are passed on to every process, and this
     one exits when they all have (with the first non-zero status)."""
     socks = _reuseport_sockets(host, port, workers)
