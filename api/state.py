@@ -25,7 +25,7 @@ from herald.journal.messages.producer import MessageStreams, new_writer
 from herald.journal.messages.writer import MessageWriter
 from herald.journal.page_events.service import PageEvents
 from herald.journal.printers.store import register_all
-from herald.journal.runtime.clients import make_journal, make_redis, tcp_options
+from herald.journal.runtime.clients import make_journal, make_redis, pubsub_pool
 from herald.journal.runtime.db import make_engine
 from herald.journal.runtime.settings import Settings
 from herald.journal.tasks.queue import TaskQueue
@@ -102,13 +102,7 @@ def hub_connection_factory(settings: Settings) -> Callable[[], PubSubConnection]
     one "connection" is a sharded pub/sub connection per primary."""
     if settings.redis_cluster:
         return ShardedConnections.from_settings(settings, ping_interval_s=hub_ping_s(settings))
-    pool = aioredis.ConnectionPool.from_url(
-        settings.redis_url,
-        socket_timeout=None,
-        socket_connect_timeout=settings.redis_socket_timeout_s,
-        health_check_interval=0,
-        **tcp_options(settings.redis_url),
-    )
+    pool = pubsub_pool(settings)
     return pool.make_connection
 
 

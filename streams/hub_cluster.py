@@ -38,11 +38,10 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
 
-from herald.journal.runtime.clients import tcp_options
+from herald.journal.runtime.clients import pubsub_pool
 from herald.journal.runtime.cluster import node_address
 from herald.journal.runtime.settings import Settings
 
@@ -114,13 +113,7 @@ class ShardedConnections:
     def from_settings(cls, settings: Settings, *, ping_interval_s: float) -> ShardedConnections:
         """Node connections as the one-server hub's: no socket timeout (the readers
         block), TCP keepalive, credentials and TLS from ``HERALD_REDIS_URL``."""
-        pool = aioredis.ConnectionPool.from_url(
-            settings.redis_url,
-            socket_timeout=None,
-            socket_connect_timeout=settings.redis_socket_timeout_s,
-            health_check_interval=0,
-            **tcp_options(settings.redis_url),
-        )
+        pool = pubsub_pool(settings)
         kwargs = dict(pool.connection_kwargs)
         seeds = [(str(kwargs.get("host", "127.0.0.1")), int(kwargs.get("port", 6379)))]
         seeds += [node_address(n) for n in settings.redis_cluster_nodes]

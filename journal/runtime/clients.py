@@ -24,6 +24,7 @@ __all__ = [
     "journal_limits",
     "make_journal",
     "make_redis",
+    "pubsub_pool",
     "tcp_options",
 ]
 
@@ -107,6 +108,19 @@ def make_redis(settings: Settings, url: str | None = None) -> aioredis.Redis:
     assert isinstance(client, BoundedRedis)
     client.deadline_s = settings.redis_socket_timeout_s
     return client
+
+
+def pubsub_pool(settings: Settings) -> aioredis.ConnectionPool:
+    """Connections for live pub/sub readers: no socket timeout (they block on reads and
+    ping to find a dead peer), a bounded connect, TCP keepalive, credentials and TLS
+    from ``HERALD_REDIS_URL``."""
+    return aioredis.ConnectionPool.from_url(
+        settings.redis_url,
+        socket_timeout=None,
+        socket_connect_timeout=settings.redis_socket_timeout_s,
+        health_check_interval=0,
+        **tcp_options(settings.redis_url),
+    )
 
 
 def tcp_options(url: str) -> dict[str, object]:
