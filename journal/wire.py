@@ -20,7 +20,6 @@ Everything here is pure; the round trips are tested in ``tests/unit/test_wire.py
 from __future__ import annotations
 
 import secrets
-
 from collections.abc import Mapping
 from typing import NamedTuple
 

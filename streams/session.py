@@ -15,7 +15,6 @@ Everything the session sends is an SSE frame carrying the composite cursor as it
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
