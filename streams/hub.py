@@ -23,6 +23,11 @@ delivery.  ``Direct.push`` declines (returns False) whenever the subscriber's ow
 task has to look at the message (a hole, a new epoch, a paused transport); the
 message is then queued as before.  A subscription with anything queued never
 takes the fast path, so the order of deliveries is the order of publishes.
+
+Bursts: the hub delivers the messages it has read but not yet delivered as one
+burst (``Registry.deliver_in_steps``), subscriber by subscriber.  When it keeps up
+a burst is one message; when it is behind, each subscriber's fast path gets all of
+its pending messages at once and writes them as one chunk.
 """
 
 from __future__ import annotations
