@@ -23,6 +23,11 @@ delivery.  ``Direct.push`` declines (returns False) whenever the subscriber's ow
 task has to look at the message (a hole, a new epoch, a paused transport); the
 message is then queued as before.  A subscription with anything queued never
 takes the fast path, so the order of deliveries is the order of publishes.
+
+Bursts: the hub delivers the messages it has read but not yet delivered as one
+burst (``Registry.deliver_in_steps``), subscriber by subscriber.  When it keeps up
+a burst is one message; when it is behind, each subscriber's fast path gets all of
+its pending messages at once and writes them as one chunk.
 """
 
 from __future__ import annotations
@@ -264,31 +269,47 @@ class Registry:
         return held if isinstance(held, set) else (held,)
 
     def deliver(self, message: LiveMessage) -> None:
-        for _ in self.deliver_in_steps(message, 1 << 62):
+        for _ in self.deliver_in_steps([message], 1 << 62):
             pass
 
-    def deliver_in_steps(self, message: LiveMessage, step: int) -> Iterator[int]:
-        """Deliver to every subscriber, pausing (yielding the number done so far)
-        after every ``step`` of them, so the caller can let other work run."""
-        subs = self.subscribers(message.channel)
-        if len(subs) > step:
-            subs = tuple(subs)  # the set may change while the caller pauses
-        id_ = tail = b""
+    def deliver_in_steps(self, burst: Sequence[LiveMessage], step: int) -> Iterator[int]:
+        """Deliver a burst of messages (in the order they were published) to their
+        subscribers, pausing (yielding the number of subscribers done so far) after
+        every ``step`` of them, so the caller can let other work run.
+
+        Subscriber by subscriber, not message by message: each subscriber is handed
+        all of its messages of the burst before the next one is served, so a pause
+        never falls between two of them, and its fast path writes them as one chunk
+        (one write per subscriber per burst, however far behind the hub is).  A
+        subscriber's messages keep the burst's order, across its channels too."""
+        if not burst:
+            return
+        encoded: list[tuple[bytes, bytes] | None] = [None] * len(burst)
+        channels = {m.channel for m in burst}
         done = 0
-        for sub in subs:
-            direct = sub.direct
-            if direct is not None and not sub._items:
-                if not tail:  # encoded once, only if some subscriber is on the fast path
-                    id_, tail = str(message.id).encode(), sse_event_tail(message.envelope)
-                if direct.push(message, id_, tail):
-                    done += 1
-                    if done % step == 0:
-                        yield done
+        if len(channels) == 1:
+            subs = self.subscribers(burst[0].channel)
+            if len(subs) > step:
+                subs = tuple(subs)  # the set may change while the caller pauses
+            every = range(len(burst))
+            for sub in subs:
+                _deliver_to(sub, burst, every, encoded)
+                done += 1
+                if done % step == 0:
+                    yield done
+            return
+        seen: set[Subscription] = set()
+        for channel in sorted(channels):
+            for sub in tuple(self.subscribers(channel)):
+                if sub in seen:
                     continue
-            sub.offer(message)
-            done += 1
-            if done % step == 0:
-                yield done
+                seen.add(sub)
+                mine = sub.channels
+                picked = [i for i, m in enumerate(burst) if m.channel in mine]
+                _deliver_to(sub, burst, picked, encoded)
+                done += 1
+                if done % step == 0:
+                    yield done
 
     def _all(self) -> set[Subscription]:
         return {sub for ch in self.by_channel for sub in self.subscribers(ch)}
@@ -303,3 +324,23 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self.by_channel)
+
+
+def _deliver_to(
+    sub: Subscription,
+    burst: Sequence[LiveMessage],
+    picked: Sequence[int],
+    encoded: list[tuple[bytes, bytes] | None],
+) -> None:
+    """Hand ``sub`` the messages ``picked`` of the burst, in order: on its fast path
+    while it takes them, queued from the first one it declines (so they stay in order)."""
+    for i in picked:
+        message = burst[i]
+        direct = sub.direct
+        if direct is not None and not sub._items:
+            pair = encoded[i]
+            if pair is None:  # encoded once, only if some subscriber is on the fast path
+                pair = encoded[i] = (str(message.id).encode(), sse_event_tail(message.envelope))
+            if direct.push(message, pair[0], pair[1]):
+                continue
+        sub.offer(message)

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 
 from herald.journal.runtime.metrics import HUB_RECONNECTS
 from herald.journal.wire import FrameError
-from herald.streams.hub import Registry, Subscribing, Subscription, parse_frame
+from herald.streams.hub import LiveMessage, Registry, Subscribing, Subscription, parse_frame
 from herald.streams.keys import hub_control_channel
 from herald.streams.pubsub import PubSubConnection
 
@@ -48,6 +48,8 @@ _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 2.0
 # Subscribers served between two turns of the event loop (see _fan_out).
 _FANOUT_STEP = 1000
+# Most messages read ahead of the fan-out (one burst); the reader waits beyond that.
+_BURST_MAX = 128
 
 
 class HubUnavailable(Exception):
@@ -86,7 +88,10 @@ class RedisHub:
         self._connected = False
         self._reconnects = 0
         self._ready = asyncio.Event()
-        self._work = 0  # subscribers served since the reader last let others run
+        self._work = 0  # subscribers served since the fan-out last let others run
+        self._pending: list[LiveMessage] = []  # read, not yet fanned out: the next burst
+        self._fanning: asyncio.Task[None] | None = None  # the fan-out task, while it runs
+        self._room: asyncio.Future[None] | None = None  # the reader waits on it when full
 
     @property
     def connected(self) -> bool:
@@ -196,6 +201,8 @@ class RedisHub:
                     self._outstanding.clear()
                 with contextlib.suppress(Exception):
                     await conn.disconnect(nowait=True)
+            # Messages read before the loss are delivered before any RESYNC.
+            await self._drain()
             if was_connected:
                 backoff = _BACKOFF_MIN_S
                 first = False
@@ -242,7 +249,10 @@ class RedisHub:
             asked = None  # any reply shows Redis is alive
             kind = reply[0]
             if kind == b"message":
-                await self._fan_out(reply[1].decode(), reply[2])
+                self._enqueue(reply[1].decode(), reply[2])
+                if len(self._pending) >= _BURST_MAX:
+                    self._room = asyncio.get_running_loop().create_future()
+                    await self._room
             elif kind == b"subscribe":
                 channel = reply[1].decode()
                 self._outstanding[channel] -= 1
@@ -254,26 +264,58 @@ class RedisHub:
                         waiter.set_result(None)
                 awaiting.discard(channel)
                 if not awaiting and not self._connected:
+                    await self._drain()
                     self._on_connected(first)
 
-    async def _fan_out(self, channel: str, frame: bytes) -> None:
-        """Deliver one live frame.  The work is bounded per event-loop turn: after
-        every ``_FANOUT_STEP`` subscribers (within one message or over several),
-        other tasks run (HTTP publishes, new connections, the subscribers' own
-        tasks), so a busy fan-out cannot starve them."""
+    def _enqueue(self, channel: str, frame: bytes) -> None:
+        """Add one live frame to the next burst, and start the fan-out if it is idle.
+
+        The reader reads on while the fan-out runs (it pauses every ``_FANOUT_STEP``
+        subscribers): when the hub is behind, everything that arrived meanwhile is the
+        next burst, and each subscriber gets it in one write (``Registry.deliver_in_steps``).
+        When it keeps up, a burst is one message, delivered as soon as it is read."""
         try:
             message = parse_frame(channel, frame)
         except FrameError:
             log.error("malformed frame on %s dropped: %r", channel, frame[:80])
             return
+        self._pending.append(message)
+        if self._fanning is None:
+            self._fanning = asyncio.create_task(self._fan_out(), name="herald-hub-fan-out")
+
+    async def _fan_out(self) -> None:
+        """Deliver the pending bursts until none is left.  The work is bounded per
+        event-loop turn: after every ``_FANOUT_STEP`` subscribers (within one burst or
+        over several), other tasks run (the reader, HTTP publishes, new connections,
+        the subscribers' own tasks), so a busy fan-out cannot starve them."""
         registry = self._registry
-        for _ in registry.deliver_in_steps(message, _FANOUT_STEP):
-            await asyncio.sleep(0)
-            self._work = 0
-        self._work += len(registry.subscribers(channel))
-        if self._work >= _FANOUT_STEP:
-            self._work = 0
-            await asyncio.sleep(0)
+        try:
+            while self._pending:
+                burst, self._pending = self._pending, []
+                room = self._room
+                if room is not None and not room.done():
+                    room.set_result(None)
+                self._room = None
+                for _ in registry.deliver_in_steps(burst, _FANOUT_STEP):
+                    await asyncio.sleep(0)
+                    self._work = 0
+                self._work += len(burst) * max(1, len(registry.subscribers(burst[0].channel)))
+                if self._work >= _FANOUT_STEP:
+                    self._work = 0
+                    await asyncio.sleep(0)
+        except Exception:  # never leave the reader waiting on a dead fan-out
+            log.exception("live fan-out failed; %d messages dropped", len(self._pending))
+            self._pending = []
+            room = self._room
+            if room is not None and not room.done():
+                room.set_result(None)
+        finally:
+            self._fanning = None
+
+    async def _drain(self) -> None:
+        """Wait until every message read so far has been fanned out."""
+        while self._fanning is not None:
+            await asyncio.shield(self._fanning)
 
     def _on_connected(self, first: bool) -> None:
         self._connected = True
@@ -286,6 +328,8 @@ class RedisHub:
             self._registry.resync_all()
 
     async def aclose(self) -> None:
+        if self._fanning is not None:
+            self._fanning.cancel()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
