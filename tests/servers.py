@@ -44,6 +44,9 @@ class HeraldProcess:
         self.serve_args = serve_args  # more `herald serve` options: --no-embedded, --workers
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # A port we picked may be taken by another process before the first start
+        # binds it; then that start moves to another.  Restarts keep their port.
+        self._may_move = port is None
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
         self.env.update(
             {
@@ -78,20 +81,34 @@ class HeraldProcess:
         if db not in HeraldProcess._migrated:
             subprocess.run([HERALD, "migrate"], env=self.env, capture_output=True, check=True)
             HeraldProcess._migrated.add(db)
-        self._ready.clear()
-        self.proc = subprocess.Popen(
-            [HERALD, "serve", "--port", str(self.port), *self.serve_args],
-            cwd=self.workdir,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._pump_thread = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
-        self._pump_thread.start()
-        if not self._ready.wait(timeout):
+        for attempt in range(3):
+            self._ready.clear()
+            if attempt:
+                self.log.clear()
+            self.proc = subprocess.Popen(
+                [HERALD, "serve", "--port", str(self.port), *self.serve_args],
+                cwd=self.workdir,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            self._pump_thread = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
+            self._pump_thread.start()
+            deadline = time.monotonic() + timeout
+            while not self._ready.wait(0.05):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    break
+            if self._ready.is_set():
+                self._may_move = False
+                return
+            self._pump_thread.join(5)  # the dead process's last lines
+            moved = self._may_move and any("address already in use" in line for line in self.log)
             self.stop()
-            raise AssertionError("herald serve did not start:\n" + "".join(self.log[-40:]))
+            if not moved or attempt == 2:
+                raise AssertionError("herald serve did not start:\n" + "".join(self.log[-40:]))
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
 
     def _pump(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
