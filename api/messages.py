@@ -149,6 +149,20 @@ async def _writable(state: AppState, principal: Principal, message_id: uuid.UUID
 # -- producer API -------------------------------------------------------------------
 
 
+# What the routes that write to a message may answer besides 401 and body errors.
+_WRITE_ERRORS = (
+    "message_not_found",
+    "role_missing",
+    "messages_unavailable",
+    "database_unavailable",
+    "journal_unavailable",
+    "message_ended",
+    "writer_overloaded",
+    "envelope_too_large",
+    "invalid_envelope",
+)
+
+
 @endpoint(
     "Create a chat message (200: the id exists for this owner, a continuation)",
     {201: OBJECT, 200: OBJECT},
@@ -179,6 +193,15 @@ async def create(request: Request) -> Response:
     return JSONResponse(body_out, status_code=200 if existed else 201)
 
 
+async def _writable_message(request: Request) -> tuple[AppState, uuid.UUID]:
+    """The state and the message of a write route, once the caller may write to it."""
+    state = state_of(request)
+    principal = await state.principal(request)
+    message_id = _message_id(request)
+    await _writable(state, principal, message_id)
+    return state, message_id
+
+
 @endpoint(
     "Append events to a message (202: live, not yet stored)",
     {201: OBJECT, 202: OBJECT},
@@ -202,10 +225,7 @@ async def append(request: Request) -> Response:
     """``POST /api/messages/{id}/events``: one event ``{"type","payload"}`` or a batch
     ``{"events": [...]}``; published live at once, answered once stored (201), or
     202 if the database is slow and they are still buffered (they will be stored)."""
-    state = state_of(request)
-    principal = await state.principal(request)
-    message_id = _message_id(request)
-    await _writable(state, principal, message_id)
+    state, message_id = await _writable_message(request)
     body = parse_body(
         AppendBody, await read_json(request, limit=2 * state.settings.max_envelope_bytes + 65536)
     )
@@ -218,25 +238,12 @@ async def append(request: Request) -> Response:
     body=CompleteBody,
     body_required=False,
     path={"id": UUID_PATH},
-    errors=(
-        "message_not_found",
-        "role_missing",
-        "messages_unavailable",
-        "database_unavailable",
-        "journal_unavailable",
-        "message_ended",
-        "writer_overloaded",
-        "envelope_too_large",
-        "invalid_envelope",
-    ),
+    errors=_WRITE_ERRORS,
     tags=("messages",),
 )
 async def complete(request: Request) -> Response:
     """``POST /api/messages/{id}/complete``: the terminal ``end`` event, status complete."""
-    state = state_of(request)
-    principal = await state.principal(request)
-    message_id = _message_id(request)
-    await _writable(state, principal, message_id)
+    state, message_id = await _writable_message(request)
     body = parse_body(
         CompleteBody, await _optional_json(request, state.settings.max_envelope_bytes)
     )
@@ -249,25 +256,12 @@ async def complete(request: Request) -> Response:
     body=FailBody,
     body_required=False,
     path={"id": UUID_PATH},
-    errors=(
-        "message_not_found",
-        "role_missing",
-        "messages_unavailable",
-        "database_unavailable",
-        "journal_unavailable",
-        "message_ended",
-        "writer_overloaded",
-        "envelope_too_large",
-        "invalid_envelope",
-    ),
+    errors=_WRITE_ERRORS,
     tags=("messages",),
 )
 async def fail(request: Request) -> Response:
     """``POST /api/messages/{id}/fail``: the terminal ``error`` event, status failed."""
-    state = state_of(request)
-    principal = await state.principal(request)
-    message_id = _message_id(request)
-    await _writable(state, principal, message_id)
+    state, message_id = await _writable_message(request)
     body = parse_body(FailBody, await _optional_json(request, 4096))
     return await _publish(
         state, message_id, [("error", {"code": body.code, "message": body.message})], "failed"
@@ -290,10 +284,7 @@ async def fail(request: Request) -> Response:
 )
 async def heartbeat(request: Request) -> Response:
     """``POST /api/messages/{id}/heartbeat``: the producer is alive (204)."""
-    state = state_of(request)
-    principal = await state.principal(request)
-    message_id = _message_id(request)
-    await _writable(state, principal, message_id)
+    state, message_id = await _writable_message(request)
     await set_status(_streams(state).engine, message_id)
     return Response(status_code=204)
 
