@@ -221,17 +221,21 @@ async def patch_job(request: Request) -> Response:
     return JSONResponse(view)
 
 
+# What starting a run may answer besides 401.
+_START_ERRORS = (
+    "role_missing",
+    "job_not_found",
+    "job_running",
+    "database_unavailable",
+    "database_busy",
+    "tasks_unavailable",
+)
+
+
 @endpoint(
     "Start a run now (admin)",
     {202: RunStarted},
-    errors=(
-        "role_missing",
-        "job_not_found",
-        "job_running",
-        "database_unavailable",
-        "database_busy",
-        "tasks_unavailable",
-    ),
+    errors=_START_ERRORS,
     tags=("maintenance",),
 )
 async def run_job(request: Request) -> Response:
@@ -245,14 +249,7 @@ async def run_job(request: Request) -> Response:
 @endpoint(
     "Run retention now (admin)",
     {202: RunStarted},
-    errors=(
-        "role_missing",
-        "job_not_found",
-        "job_running",
-        "database_unavailable",
-        "database_busy",
-        "tasks_unavailable",
-    ),
+    errors=_START_ERRORS,
     tags=("maintenance",),
 )
 async def run_retention(request: Request) -> Response:

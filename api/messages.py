@@ -149,18 +149,17 @@ async def _writable(state: AppState, principal: Principal, message_id: uuid.UUID
 # -- producer API -------------------------------------------------------------------
 
 
-# What the routes that write to a message may answer besides 401 and body errors.
-_WRITE_ERRORS = (
+# What the routes that write to a message may answer besides 401 and body errors:
+# refusals of the message itself, then those of the events written.
+_WRITABLE_ERRORS = (
     "message_not_found",
     "role_missing",
     "messages_unavailable",
     "database_unavailable",
     "journal_unavailable",
     "message_ended",
-    "writer_overloaded",
-    "envelope_too_large",
-    "invalid_envelope",
 )
+_WRITE_ERRORS = (*_WRITABLE_ERRORS, "writer_overloaded", "envelope_too_large", "invalid_envelope")
 
 
 @endpoint(
@@ -207,18 +206,7 @@ async def _writable_message(request: Request) -> tuple[AppState, uuid.UUID]:
     {201: OBJECT, 202: OBJECT},
     body=AppendBody,
     path={"id": UUID_PATH},
-    errors=(
-        "message_not_found",
-        "role_missing",
-        "messages_unavailable",
-        "database_unavailable",
-        "journal_unavailable",
-        "message_ended",
-        "terminal_event",
-        "writer_overloaded",
-        "envelope_too_large",
-        "invalid_envelope",
-    ),
+    errors=(*_WRITE_ERRORS, "terminal_event"),
     tags=("messages",),
 )
 async def append(request: Request) -> Response:
@@ -272,14 +260,7 @@ async def fail(request: Request) -> Response:
     "Keep the watchdog away",
     {204: None},
     path={"id": UUID_PATH},
-    errors=(
-        "message_not_found",
-        "role_missing",
-        "messages_unavailable",
-        "database_unavailable",
-        "journal_unavailable",
-        "message_ended",
-    ),
+    errors=_WRITABLE_ERRORS,
     tags=("messages",),
 )
 async def heartbeat(request: Request) -> Response:

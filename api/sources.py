@@ -101,6 +101,10 @@ async def enqueue_or_503(tasks: TaskQueue, kind: str, owner: str, context: dict[
         ) from e
 
 
+# What the routes of one source may answer besides 401.
+_SOURCE_ERRORS = ("source_not_found", "database_unavailable", "database_busy", "tasks_unavailable")
+
+
 @endpoint(
     "Upload a file (multipart) or register a connector directory (JSON)",
     {202: OBJECT},
@@ -241,12 +245,7 @@ def _accepted(task_id: str, source_id: uuid.UUID) -> Response:
     "Ingest a source again",
     {202: OBJECT},
     path={"source_id": UUID_PATH},
-    errors=(
-        "source_not_found",
-        "database_unavailable",
-        "database_busy",
-        "tasks_unavailable",
-    ),
+    errors=_SOURCE_ERRORS,
     tags=("sources",),
 )
 async def reingest(request: Request) -> Response:
@@ -327,12 +326,7 @@ async def _requeue(request: Request, operation: str, *, connectors_only: bool) -
     "A source's state and files",
     {200: OBJECT},
     path={"source_id": UUID_PATH},
-    errors=(
-        "source_not_found",
-        "database_unavailable",
-        "database_busy",
-        "tasks_unavailable",
-    ),
+    errors=_SOURCE_ERRORS,
     tags=("sources",),
 )
 async def get_source(request: Request) -> Response:
