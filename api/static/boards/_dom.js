@@ -16,3 +16,13 @@ export function badge(text, tone) {
   span.textContent = text;
   return span;
 }
+
+/** The one row of an empty table: `text` across its `cols` columns. */
+export function emptyRow(text, cols) {
+  const tr = document.createElement("tr");
+  tr.className = "empty";
+  const td = cell(text, "empty");
+  td.colSpan = cols;
+  tr.append(td);
+  return tr;
+}

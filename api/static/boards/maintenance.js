@@ -11,7 +11,7 @@
 // success | failed | skipped), so a late or replayed envelope never undoes a newer
 // one.  A gap refetches the snapshot.
 
-import { badge, cell } from "./_dom.js";
+import { badge, cell, emptyRow } from "./_dom.js";
 
 const TOPIC = "maintenance";
 const RUNS = 50; // runs fetched and kept on the board
@@ -114,12 +114,7 @@ export function mount(container, ctx) {
   function drawJobs() {
     const list = [...jobs.values()].sort((a, b) => a.key.localeCompare(b.key));
     if (!list.length) {
-      const tr = document.createElement("tr");
-      tr.className = "empty";
-      const td = cell("No jobs shown in the UI.", "empty");
-      td.colSpan = 6;
-      tr.append(td);
-      ui.jobs.replaceChildren(tr);
+      ui.jobs.replaceChildren(emptyRow("No jobs shown in the UI.", 6));
       return;
     }
     ui.jobs.replaceChildren(...list.map((job) => {
@@ -164,12 +159,7 @@ export function mount(container, ctx) {
       .slice(0, RUNS);
     for (const [id] of runs) if (!list.some((r) => r.id === id)) runs.delete(id);
     if (!list.length) {
-      const tr = document.createElement("tr");
-      tr.className = "empty";
-      const td = cell("No runs yet.", "empty");
-      td.colSpan = 7;
-      tr.append(td);
-      ui.runs.replaceChildren(tr);
+      ui.runs.replaceChildren(emptyRow("No runs yet.", 7));
     } else {
       ui.runs.replaceChildren(...list.map((run) => {
         const tr = document.createElement("tr");

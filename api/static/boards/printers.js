@@ -9,7 +9,7 @@
 // and skipped.  A printer first heard of through an envelope (registered after the
 // page loaded) is fetched by id.  A gap refetches the whole snapshot.
 
-import { badge, cell } from "./_dom.js";
+import { badge, cell, emptyRow } from "./_dom.js";
 
 const TOPIC = "printers";
 const TICK_MS = 1000; // how often the ages are redrawn
@@ -121,12 +121,7 @@ export function mount(container, ctx) {
     const sorted = [...printers.values()].sort((a, b) =>
       String(a.name).localeCompare(String(b.name)) || String(a.printer_id).localeCompare(String(b.printer_id)));
     if (!sorted.length) {
-      const tr = document.createElement("tr");
-      tr.className = "empty";
-      const td = cell("No printers registered.", "empty");
-      td.colSpan = 7;
-      tr.append(td);
-      ui.rows.replaceChildren(tr);
+      ui.rows.replaceChildren(emptyRow("No printers registered.", 7));
     } else {
       ui.rows.replaceChildren(...sorted.map((p) => rows.get(p.printer_id)));
     }
