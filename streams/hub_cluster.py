@@ -35,7 +35,7 @@ import bisect
 import contextlib
 import logging
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
@@ -103,16 +103,22 @@ class ShardedConnections:
         seeds: Sequence[Address],
         *,
         ping_interval_s: float = 5.0,
+        node_timeout_s: float = 1.0,
     ) -> None:
         self.make_node = make_node
         self.seeds = list(dict.fromkeys(seeds))
         self.ping_interval_s = ping_interval_s
+        # How long one node may take to connect or to answer CLUSTER SLOTS: a frozen
+        # node (SIGSTOP, a stalled VM) accepts TCP connections and answers nothing.
+        self.node_timeout_s = node_timeout_s
         self.known: list[Address] = []
 
     @classmethod
     def from_settings(cls, settings: Settings, *, ping_interval_s: float) -> ShardedConnections:
         """Node connections as the one-server hub's: no socket timeout (the readers
-        block), TCP keepalive, credentials and TLS from ``HERALD_REDIS_URL``."""
+        block), TCP keepalive, credentials and TLS from ``HERALD_REDIS_URL``.  A node
+        gets a third of the hub's connect budget (``HERALD_REDIS_SOCKET_TIMEOUT_S``):
+        reading the slot map and connecting the primaries both fit in it."""
         pool = pubsub_pool(settings)
         kwargs = dict(pool.connection_kwargs)
         seeds = [(str(kwargs.get("host", "127.0.0.1")), int(kwargs.get("port", 6379)))]
@@ -121,32 +127,85 @@ class ShardedConnections:
         def make_node(host: str, port: int) -> AbstractConnection:
             return pool.connection_class(**{**kwargs, "host": host, "port": port})
 
-        return cls(make_node, seeds, ping_interval_s=ping_interval_s)
+        return cls(
+            make_node,
+            seeds,
+            ping_interval_s=ping_interval_s,
+            node_timeout_s=settings.redis_socket_timeout_s / 3,
+        )
 
     def __call__(self) -> ShardedConnection:
         return ShardedConnection(self)
 
     async def slot_map(self) -> SlotMap:
-        """Ask the known primaries, then the start nodes, until one answers."""
-        last: Exception | None = None
-        for addr in dict.fromkeys([*self.known, *self.seeds]):
-            conn = self.make_node(*addr)
-            try:
+        """Ask the known primaries and the start nodes at once; the first answer wins.
+
+        One at a time, a frozen node would take its whole deadline before the next
+        was asked, on every reconnect, for as long as it stays frozen.  Raises
+        ``TimeoutError`` when no node answered in time (the cluster is frozen: the
+        hub ends its streams, as for one frozen server), else ``ConnectionError``."""
+        asks = [
+            asyncio.create_task(self._ask(addr), name=f"herald-slots-{addr[1]}")
+            for addr in dict.fromkeys([*self.known, *self.seeds])
+        ]
+        errors: list[BaseException] = []
+        try:
+            for ask in asyncio.as_completed(asks):
+                try:
+                    slots = await ask
+                except Exception as e:
+                    errors.append(e)
+                    continue
+                self.known = slots.primaries
+                return slots
+        finally:
+            for ask in asks:
+                ask.cancel()
+            await asyncio.gather(*asks, return_exceptions=True)
+        detail = "; ".join(f"{type(e).__name__}: {e}" for e in errors)
+        if all(isinstance(e, TimeoutError) for e in errors):
+            raise TimeoutError(f"no cluster node answered CLUSTER SLOTS in time: {detail}")
+        raise ConnectionError(f"no cluster node answered CLUSTER SLOTS: {detail}")
+
+    async def _ask(self, addr: Address) -> SlotMap:
+        conn = self.make_node(*addr)
+        try:
+            async with _node_deadline(addr, self.node_timeout_s, "CLUSTER SLOTS"):
                 await conn.connect()  # type: ignore[no-untyped-call]
                 await conn.send_command("CLUSTER", "SLOTS", check_health=False)
-                reply = await conn.read_response(timeout=self.ping_interval_s)
-                if reply is None:
-                    raise TimeoutError(f"{addr[0]}:{addr[1]} did not answer CLUSTER SLOTS")
-                slots = SlotMap.parse(reply, addr)
-            except Exception as e:
-                last = e
-                continue
-            finally:
-                with contextlib.suppress(Exception):
-                    await conn.disconnect(nowait=True)
-            self.known = slots.primaries
-            return slots
-        raise ConnectionError(f"no cluster node answered CLUSTER SLOTS: {last}") from last
+                reply = await conn.read_response()
+            return SlotMap.parse(reply, addr)
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+
+    async def connect_node(self, addr: Address) -> AbstractConnection:
+        """A connection to one primary, connected within ``node_timeout_s``.
+
+        A primary of the slot map that does not answer raises ``ConnectionError``,
+        not ``TimeoutError``: the others answered, so the cluster lives and will fail
+        the node over; the hub reconnects (its streams wait) until it has."""
+        conn = self.make_node(*addr)
+        try:
+            try:
+                async with _node_deadline(addr, self.node_timeout_s, "the connection"):
+                    await conn.connect()  # type: ignore[no-untyped-call]
+            except TimeoutError as e:
+                raise ConnectionError(str(e)) from e
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            raise
+        return conn
+
+
+@contextlib.asynccontextmanager
+async def _node_deadline(addr: Address, seconds: float, what: str) -> AsyncIterator[None]:
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError as e:
+        raise TimeoutError(f"{addr[0]}:{addr[1]} did not answer {what} within {seconds:g} s") from e
 
 
 class ShardedConnection:
@@ -177,14 +236,18 @@ class ShardedConnection:
 
     async def connect(self) -> None:
         self._slots = await self._factory.slot_map()
-        try:
-            for addr in self._slots.primaries:
-                conn = self._factory.make_node(*addr)
-                self._nodes[addr] = conn
-                await conn.connect()  # type: ignore[no-untyped-call]
-        except BaseException:
+        primaries = self._slots.primaries
+        results = await asyncio.gather(
+            *(self._factory.connect_node(addr) for addr in primaries), return_exceptions=True
+        )
+        for addr, result in zip(primaries, results, strict=True):
+            if isinstance(result, BaseException):
+                continue
+            self._nodes[addr] = result
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
             await self.disconnect(nowait=True)
-            raise
+            raise failed[0]
         self._readers = [
             asyncio.create_task(self._read_node(addr, conn), name=f"herald-hub-{addr[1]}")
             for addr, conn in self._nodes.items()

@@ -164,3 +164,33 @@ async def test_a_crashed_primary_is_followed_to_its_promoted_replica(
                 assert (await next_message(sub)).id == sent.id
     finally:
         await asyncio.to_thread(local_cluster.revive, victim)
+
+
+async def test_a_frozen_primary_is_followed_to_its_promoted_replica(
+    hub: RedisHub, local_cluster: LocalCluster, cluster_client: aioredis.Redis, unique: str
+) -> None:
+    """SIGSTOP keeps the node's sockets open and answers nothing: asking it for the
+    slot map or connecting to it must not hold the hub up once its replica serves."""
+    local_cluster.wait_healthy()
+    users = users_on_every_shard(local_cluster, unique)
+    journal = RedisJournal(cluster_client, LIMITS)
+    victim = next(iter(users))
+    replica = dict(local_cluster.pairs())[victim]
+    async with hub.subscribe([Target.user(u).channel for u in users.values()], 100) as sub:
+        local_cluster.freeze(victim)
+        try:
+            async with asyncio.timeout(30):  # node timeout (2 s) + election + backoff
+                assert await sub.take() == [Signal.RESYNC]
+                await until(lambda: hub.connected and replica in _primary_ports(hub), 30)
+            assert victim not in _primary_ports(hub)
+            for name in users.values():
+                sent = await journal.publish(Target.user(name), "demo.n", {"n": 5})
+                assert (await next_message(sub)).id == sent.id
+        finally:
+            local_cluster.thaw(victim)
+    await asyncio.to_thread(local_cluster.wait_healthy, 30)
+
+
+def _primary_ports(hub: RedisHub) -> list[int]:
+    conn = hub._conn
+    return [port for _, port in conn.primaries] if isinstance(conn, ShardedConnection) else []
