@@ -27,10 +27,12 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from herald.journal.runtime.multiplex import NodeLinks, linked_connection_class
 from herald.journal.runtime.settings import Settings
 
 __all__ = ["GatedRedisCluster", "is_cluster", "make_cluster", "node_address"]
@@ -55,12 +57,40 @@ class GatedRedisCluster(RedisCluster):
     """``RedisCluster`` whose commands and pipelines wait for one of ``in_flight`` slots."""
 
     def __init__(
-        self, *args: Any, in_flight: int, deadline_s: float | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        in_flight: int,
+        deadline_s: float | None = None,
+        links: NodeLinks | None = None,
+        **kwargs: Any,
     ) -> None:
         kwargs["max_connections"] = in_flight  # per node; the gate bounds them all
         super().__init__(*args, **kwargs)
         self.gate = asyncio.Semaphore(in_flight)
         self.deadline_s = deadline_s  # None: blocking reads, bounded by their own timeout
+        self.links = links
+        if links is not None:
+            # One socket per node (``multiplex``): every node this client makes from
+            # now on, and the start nodes it already made, speak through the links.
+            # Half the call's deadline: time for a retry on the node that took over.
+            half = None if deadline_s is None else deadline_s / 2
+            linked = linked_connection_class(links, read_timeout_s=half)
+            self.nodes_manager.connection_kwargs["connection_class"] = linked
+            for node in self.nodes_manager.startup_nodes.values():
+                node.connection_class = linked
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> GatedRedisCluster:
+        await super().initialize(*args, **kwargs)
+        if self.links is not None:
+            # The map may have been read from a replica or a node that is one no
+            # more: commands go to primaries only, so keep links to them only.
+            await self.links.keep_only({(n.host, int(n.port)) for n in self.get_primaries()})
+        return self
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if self.links is not None:
+            await self.links.aclose()
 
     @contextlib.asynccontextmanager
     async def bounded(self, what: str) -> AsyncIterator[None]:
@@ -92,10 +122,20 @@ def make_cluster(settings: Settings, *, blocking: bool = False) -> aioredis.Redi
     from herald.journal.runtime.clients import keepalive_options
 
     startup = [ClusterNode(*node_address(n)) for n in settings.redis_cluster_nodes]
+    links = None
+    if not blocking and not settings.redis_url.startswith("rediss://"):
+        url = parse_url(settings.redis_url)
+        links = NodeLinks(
+            timeout_s=settings.redis_socket_timeout_s,
+            username=url.get("username"),
+            password=url.get("password"),
+            keepalive_options=keepalive_options(),
+        )
     client = GatedRedisCluster.from_url(
         settings.redis_url,
         in_flight=1 if blocking else settings.redis_max_connections,
         deadline_s=None if blocking else settings.redis_socket_timeout_s,
+        links=links,
         startup_nodes=startup or None,
         socket_timeout=None if blocking else settings.redis_socket_timeout_s,
         socket_connect_timeout=settings.redis_socket_timeout_s,
