@@ -26,6 +26,7 @@ from herald.journal.messages.writer import MessageWriter
 from herald.journal.page_events.service import PageEvents
 from herald.journal.printers.store import register_all
 from herald.journal.runtime.clients import make_journal, make_redis, pubsub_pool
+from herald.journal.runtime.cluster import GatedRedisCluster
 from herald.journal.runtime.db import make_engine
 from herald.journal.runtime.settings import Settings
 from herald.journal.tasks.queue import TaskQueue
@@ -96,12 +97,18 @@ def hub_ping_s(settings: Settings) -> float:
     return min(5.0, settings.keepalive_s)
 
 
-def hub_connection_factory(settings: Settings) -> Callable[[], PubSubConnection]:
+def hub_connection_factory(
+    settings: Settings, client: aioredis.Redis | None = None
+) -> Callable[[], PubSubConnection]:
     """New connections for the hub: they block on reads (no socket timeout) and the
     hub handles reconnects itself, pinging to detect a dead peer.  On Redis Cluster
-    one "connection" is a sharded pub/sub connection per primary."""
+    one "connection" is sharded pub/sub on each primary, over the same connection
+    as the command ``client``'s commands to that primary."""
     if settings.redis_cluster:
-        return ShardedConnections.from_settings(settings, ping_interval_s=hub_ping_s(settings))
+        links = client.links if isinstance(client, GatedRedisCluster) else None
+        return ShardedConnections.from_settings(
+            settings, ping_interval_s=hub_ping_s(settings), links=links
+        )
     pool = pubsub_pool(settings)
     return pool.make_connection
 
@@ -123,7 +130,7 @@ async def open_state(settings: Settings, auth: Authenticator) -> AsyncIterator[A
         return
     client = make_redis(settings)
     hub = RedisHub(
-        hub_connection_factory(settings),
+        hub_connection_factory(settings, client),
         ping_interval_s=hub_ping_s(settings),
         pong_timeout_s=settings.redis_socket_timeout_s,
     )

@@ -182,7 +182,7 @@ async def run_side(
 ) -> dict[str, Any]:
     client = make_redis(settings)
     journal = RedisJournal(client, LIMITS)
-    hub = RedisHub(hub_connection_factory(settings), ping_interval_s=hub_ping_s(settings))
+    hub = RedisHub(hub_connection_factory(settings, client), ping_interval_s=hub_ping_s(settings))
     await hub.start()
     users = [f"bench-{name}-{i}" for i in range(args.users)]
     try:

@@ -1,9 +1,12 @@
 """Sharded pub/sub on Redis Cluster, behind the connection the hub already reads.
 
 ``RedisHub`` holds one pub/sub connection and reconnects it when it fails.  On a
-cluster that "connection" is a ``ShardedConnection``: one plain connection per
-primary, each reading in its own task into one inbox the hub reads.  The hub's
-commands are translated on the way out, the replies on the way back::
+cluster that "connection" is a ``ShardedConnection``: it subscribes on the link
+to each primary that the command client uses too (``journal.runtime.multiplex``:
+RESP3, where pub/sub messages are pushes beside the command replies, so one
+socket per primary carries both), and reads every primary's pushes into one
+inbox the hub reads.  The hub's commands are translated on the way out, the
+replies on the way back::
 
     SUBSCRIBE a b c    ->  SSUBSCRIBE per slot, to the primary serving the slot
     UNSUBSCRIBE a b    ->  SUNSUBSCRIBE likewise
@@ -26,6 +29,10 @@ every subscriber to RESYNC from the journal.  Those events are:
 A failure on one shard resubscribes all of them: simpler than tracking which
 subscriber reads which shard, and a failover is rare next to the journal reads a
 RESYNC costs (one page per active stream).
+
+A link outlives the ``ShardedConnection`` that subscribed on it (it carries the
+commands): ending one unsubscribes its channels and drops every push still on
+the way, so the next one starts as on a fresh socket.
 """
 
 from __future__ import annotations
@@ -34,15 +41,16 @@ import asyncio
 import bisect
 import contextlib
 import logging
-from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import parse_url
 from redis.crc import key_slot
+from redis.exceptions import ResponseError
 
-from herald.journal.runtime.clients import pubsub_pool
-from herald.journal.runtime.cluster import node_address
+from herald.journal.runtime.cluster import node_address, node_links
+from herald.journal.runtime.multiplex import NodeLink, NodeLinks
 from herald.journal.runtime.settings import Settings
 
 __all__ = ["ShardedConnection", "ShardedConnections", "SlotMap", "SlotMoved", "slot_of"]
@@ -99,13 +107,13 @@ class ShardedConnections:
 
     def __init__(
         self,
-        make_node: Callable[[str, int], AbstractConnection],
+        links: NodeLinks,
         seeds: Sequence[Address],
         *,
         ping_interval_s: float = 5.0,
         node_timeout_s: float = 1.0,
     ) -> None:
-        self.make_node = make_node
+        self.links = links
         self.seeds = list(dict.fromkeys(seeds))
         self.ping_interval_s = ping_interval_s
         # How long one node may take to connect or to answer CLUSTER SLOTS: a frozen
@@ -114,21 +122,18 @@ class ShardedConnections:
         self.known: list[Address] = []
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, ping_interval_s: float) -> ShardedConnections:
-        """Node connections as the one-server hub's: no socket timeout (the readers
-        block), TCP keepalive, credentials and TLS from ``HERALD_REDIS_URL``.  A node
-        gets a third of the hub's connect budget (``HERALD_REDIS_SOCKET_TIMEOUT_S``):
-        reading the slot map and connecting the primaries both fit in it."""
-        pool = pubsub_pool(settings)
-        kwargs = dict(pool.connection_kwargs)
-        seeds = [(str(kwargs.get("host", "127.0.0.1")), int(kwargs.get("port", 6379)))]
+    def from_settings(
+        cls, settings: Settings, *, ping_interval_s: float, links: NodeLinks | None = None
+    ) -> ShardedConnections:
+        """On ``links``, the command client's (``GatedRedisCluster.links``), or on
+        links of its own.  A node gets a third of the hub's connect budget
+        (``HERALD_REDIS_SOCKET_TIMEOUT_S``): reading the slot map and connecting the
+        primaries both fit in it."""
+        url = parse_url(settings.redis_url)
+        seeds = [(str(url.get("host", "127.0.0.1")), int(url.get("port", 6379)))]
         seeds += [node_address(n) for n in settings.redis_cluster_nodes]
-
-        def make_node(host: str, port: int) -> AbstractConnection:
-            return pool.connection_class(**{**kwargs, "host": host, "port": port})
-
         return cls(
-            make_node,
+            links or node_links(settings),
             seeds,
             ping_interval_s=ping_interval_s,
             node_timeout_s=settings.redis_socket_timeout_s / 3,
@@ -168,35 +173,28 @@ class ShardedConnections:
         raise ConnectionError(f"no cluster node answered CLUSTER SLOTS: {detail}")
 
     async def _ask(self, addr: Address) -> SlotMap:
-        conn = self.make_node(*addr)
+        link = self.links.detached(*addr)  # replicas too: no link of theirs is kept
         try:
             async with _node_deadline(addr, self.node_timeout_s, "CLUSTER SLOTS"):
-                await conn.connect()  # type: ignore[no-untyped-call]
-                await conn.send_command("CLUSTER", "SLOTS", check_health=False)
-                reply = await conn.read_response()
+                await link.ensure()
+                reply = await link.call("CLUSTER", "SLOTS")
             return SlotMap.parse(reply, addr)
         finally:
-            with contextlib.suppress(Exception):
-                await conn.disconnect(nowait=True)
+            await link.aclose()
 
-    async def connect_node(self, addr: Address) -> AbstractConnection:
-        """A connection to one primary, connected within ``node_timeout_s``.
+    async def connect_node(self, addr: Address) -> NodeLink:
+        """The link to one primary, connected within ``node_timeout_s``.
 
         A primary of the slot map that does not answer raises ``ConnectionError``,
         not ``TimeoutError``: the others answered, so the cluster lives and will fail
         the node over; the hub reconnects (its streams wait) until it has."""
-        conn = self.make_node(*addr)
+        link = self.links.get(*addr)
         try:
-            try:
-                async with _node_deadline(addr, self.node_timeout_s, "the connection"):
-                    await conn.connect()  # type: ignore[no-untyped-call]
-            except TimeoutError as e:
-                raise ConnectionError(str(e)) from e
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await conn.disconnect(nowait=True)
-            raise
-        return conn
+            async with _node_deadline(addr, self.node_timeout_s, "the connection"):
+                await link.ensure()
+        except TimeoutError as e:
+            raise ConnectionError(str(e)) from e
+        return link
 
 
 @contextlib.asynccontextmanager
@@ -209,18 +207,18 @@ async def _node_deadline(addr: Address, seconds: float, what: str) -> AsyncItera
 
 
 class ShardedConnection:
-    """One sharded pub/sub connection per primary, read as one (see module docs)."""
+    """Sharded pub/sub on the link to every primary, read as one (see module docs)."""
 
     def __init__(self, factory: ShardedConnections) -> None:
         self._factory = factory
         self._slots: SlotMap | None = None
-        self._nodes: dict[Address, AbstractConnection] = {}
-        self._readers: list[asyncio.Task[None]] = []
+        self._nodes: dict[Address, NodeLink] = {}
+        # Channels subscribed on each primary, by slot: unsubscribed when this ends.
+        self._channels: dict[Address, dict[int, set[str]]] = {}
+        self._pingers: list[asyncio.Task[None]] = []
         self._inbox: deque[Any] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._failure: BaseException | None = None
-        # SUNSUBSCRIBE replies we asked for; any other one is a moved slot.
-        self._unsubscribing: Counter[str] = Counter()
 
     @property
     def primaries(self) -> list[Address]:
@@ -231,7 +229,7 @@ class ShardedConnection:
         return (
             self._slots is not None
             and self._failure is None
-            and all(c.is_connected for c in self._nodes.values())
+            and all(link.is_connected for link in self._nodes.values())
         )
 
     async def connect(self) -> None:
@@ -240,28 +238,28 @@ class ShardedConnection:
         results = await asyncio.gather(
             *(self._factory.connect_node(addr) for addr in primaries), return_exceptions=True
         )
-        for addr, result in zip(primaries, results, strict=True):
-            if isinstance(result, BaseException):
-                continue
-            self._nodes[addr] = result
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
-            await self.disconnect(nowait=True)
             raise failed[0]
-        self._readers = [
-            asyncio.create_task(self._read_node(addr, conn), name=f"herald-hub-{addr[1]}")
-            for addr, conn in self._nodes.items()
+        for addr, link in zip(primaries, results, strict=True):
+            assert isinstance(link, NodeLink)
+            self._nodes[addr] = link
+            self._channels[addr] = {}
+            link.pushes = self
+        self._pingers = [
+            asyncio.create_task(self._ping(link), name=f"herald-hub-{addr[1]}")
+            for addr, link in self._nodes.items()
         ]
 
     async def send_command(self, *args: Any, **kwargs: Any) -> None:
         command, channels = str(args[0]).upper(), [str(c) for c in args[1:]]
         if command == "PING":
-            for conn in self._nodes.values():
-                await conn.send_command("PING", check_health=False)
+            for link in self._nodes.values():
+                self._watch(link.call("PING"), pong=True)
             return
         if command not in ("SUBSCRIBE", "UNSUBSCRIBE"):
             raise ValueError(f"{command} is not sent on the sharded pub/sub connection")
-        if self._slots is None:
+        if self._slots is None or self._failure is not None:
             raise ConnectionError("not connected")
         # SSUBSCRIBE refuses channels of different slots in one call: one per slot.
         by_slot: dict[int, list[str]] = {}
@@ -269,15 +267,62 @@ class ShardedConnection:
             by_slot.setdefault(slot_of(ch), []).append(ch)
         for slot, group in by_slot.items():
             try:
-                owner = self._nodes.get(self._slots.owner(slot))
+                addr = self._slots.owner(slot)
+                owner = self._nodes.get(addr)
                 if owner is None:
                     raise SlotMoved(f"slot {slot} is served by a primary not connected")
             except SlotMoved as e:
                 self._fail(e)  # the hub reconnects with a fresh slot map
                 raise
-            if command == "UNSUBSCRIBE":
-                self._unsubscribing.update(group)
-            await owner.send_command("S" + command, *group, check_health=False)
+            held = self._channels[addr].setdefault(slot, set())
+            if command == "SUBSCRIBE":
+                held.update(group)
+            else:
+                held.difference_update(group)
+            self._watch(owner.subscription("S" + command, group), pong=False)
+
+    def _watch(self, future: asyncio.Future[Any], *, pong: bool) -> None:
+        """An error reply to SSUBSCRIBE (``MOVED``, …: a stale slot map) or a
+        failed PING ends the connection; a PING's answer is a sign of life."""
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if f.cancelled():
+                return
+            error = f.exception()
+            if error is not None:
+                self._fail(SlotMoved(str(error)) if isinstance(error, ResponseError) else error)
+            elif pong:
+                self._put([b"pong", b""])
+
+        future.add_done_callback(done)
+
+    async def _ping(self, link: NodeLink) -> None:
+        """Pinged per primary: traffic on one shard says nothing of another.  An
+        answer owed too long fails the link (``NodeLink``), and so this."""
+        while True:
+            await asyncio.sleep(self._factory.ping_interval_s)
+            if not link.owes_replies:
+                self._watch(link.call("PING"), pong=False)
+
+    # -- pushes (``PushSink``) ------------------------------------------------
+
+    def on_push(self, reply: list[Any], requested: bool) -> None:
+        kind = reply[0]
+        if kind == b"smessage":
+            self._put([b"message", reply[1], reply[2]])
+        elif kind == b"ssubscribe":
+            self._put([b"subscribe", reply[1], reply[2]])
+        elif kind == b"sunsubscribe":
+            if not requested:
+                self._fail(SlotMoved(f"{reply[1].decode()}: its slot left this primary"))
+            else:
+                self._put([b"unsubscribe", reply[1], reply[2]])
+
+    def on_link_failed(self, error: Exception) -> None:
+        log.info("sharded pub/sub link failed: %s: %s", type(error).__name__, error)
+        self._fail(error)
+
+    # -- the hub's reads --------------------------------------------------------
 
     async def read_response(
         self,
@@ -312,54 +357,20 @@ class ShardedConnection:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _read_node(self, addr: Address, conn: AbstractConnection) -> None:
-        interval = self._factory.ping_interval_s
-        unanswered = 0
-        try:
-            while True:
-                reply = await conn.read_response(timeout=interval, push_request=True)
-                if reply is None:
-                    # Pinged per primary: traffic on one shard says nothing of another.
-                    if unanswered >= 2:
-                        raise ConnectionError("no answer to pings: connection presumed dead")
-                    unanswered += 1
-                    await conn.send_command("PING", check_health=False)
-                    continue
-                unanswered = 0
-                kind = reply[0]
-                if kind == b"smessage":
-                    self._put([b"message", reply[1], reply[2]])
-                elif kind == b"ssubscribe":
-                    self._put([b"subscribe", reply[1], reply[2]])
-                elif kind == b"sunsubscribe":
-                    channel = reply[1].decode()
-                    if self._unsubscribing[channel] <= 0:
-                        raise SlotMoved(f"{channel}: its slot left this primary")
-                    self._unsubscribing[channel] -= 1
-                    if self._unsubscribing[channel] == 0:
-                        del self._unsubscribing[channel]
-                    self._put([b"unsubscribe", reply[1], reply[2]])
-                else:  # pong: the hub counts any reply as a sign of life
-                    self._put(reply)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            log.info("sharded pub/sub on %s:%d failed: %s: %s", *addr, type(e).__name__, e)
-            self._fail(e)
-
-    def _fail(self, e: Exception) -> None:
+    def _fail(self, e: BaseException) -> None:
         """The first failure ends the connection: the hub's next read raises it."""
         if self._failure is None:
             self._failure = e
             self._put(e)
 
     async def disconnect(self, nowait: bool = False) -> None:
-        readers, self._readers = self._readers, []
-        for task in readers:
+        pingers, self._pingers = self._pingers, []
+        for task in pingers:
             task.cancel()
         # gather, not a suppress(CancelledError) per task: a cancel of the caller
         # itself must still go through.
-        await asyncio.gather(*readers, return_exceptions=True)
-        for conn in self._nodes.values():
-            with contextlib.suppress(Exception):
-                await conn.disconnect(nowait=nowait)
+        await asyncio.gather(*pingers, return_exceptions=True)
+        for addr, link in self._nodes.items():
+            groups = [sorted(chs) for chs in self._channels.get(addr, {}).values() if chs]
+            link.detach(self, groups)
+        self._nodes.clear()

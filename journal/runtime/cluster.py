@@ -35,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from herald.journal.runtime.multiplex import NodeLinks, linked_connection_class
 from herald.journal.runtime.settings import Settings
 
-__all__ = ["GatedRedisCluster", "is_cluster", "make_cluster", "node_address"]
+__all__ = ["GatedRedisCluster", "is_cluster", "make_cluster", "node_address", "node_links"]
 
 
 def node_address(node: str) -> tuple[str, int]:
@@ -122,15 +122,7 @@ def make_cluster(settings: Settings, *, blocking: bool = False) -> aioredis.Redi
     from herald.journal.runtime.clients import keepalive_options
 
     startup = [ClusterNode(*node_address(n)) for n in settings.redis_cluster_nodes]
-    links = None
-    if not blocking and not settings.redis_url.startswith("rediss://"):
-        url = parse_url(settings.redis_url)
-        links = NodeLinks(
-            timeout_s=settings.redis_socket_timeout_s,
-            username=url.get("username"),
-            password=url.get("password"),
-            keepalive_options=keepalive_options(),
-        )
+    links = None if blocking else node_links(settings)
     client = GatedRedisCluster.from_url(
         settings.redis_url,
         in_flight=1 if blocking else settings.redis_max_connections,
@@ -147,6 +139,23 @@ def make_cluster(settings: Settings, *, blocking: bool = False) -> aioredis.Redi
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=8),
     )
     return cast(aioredis.Redis, client)
+
+
+def node_links(settings: Settings) -> NodeLinks:
+    """Links to cluster nodes: TCP keepalive, credentials and TLS from the URL, RESP3
+    (what redis-py's connections speak by default, and what lets the hub's pub/sub
+    pushes share the socket with the commands)."""
+    from herald.journal.runtime.clients import keepalive_options
+
+    url = parse_url(settings.redis_url)
+    return NodeLinks(
+        protocol=3,
+        tls=settings.redis_url.startswith("rediss://"),
+        timeout_s=settings.redis_socket_timeout_s,
+        username=url.get("username"),
+        password=url.get("password"),
+        keepalive_options=keepalive_options(),
+    )
 
 
 def is_cluster(client: object) -> bool:

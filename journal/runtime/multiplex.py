@@ -26,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections import deque
+import ssl
+from collections import Counter, deque
 from collections.abc import Iterable
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Protocol, cast
 
 import hiredis
 from redis._parsers.base import BaseParser
@@ -52,6 +53,7 @@ class NodeLink:
         *,
         timeout_s: float,
         protocol: int = 2,
+        tls: bool = False,
         username: str | None = None,
         password: str | None = None,
         keepalive_options: dict[int, int] | None = None,
@@ -59,12 +61,19 @@ class NodeLink:
         self.host, self.port = host, port
         self.timeout_s = timeout_s
         self.protocol = protocol
+        self.tls = tls  # ``rediss://``: TLS with the system's certificate authorities
         self._auth = [username or "default", password] if password else []
         self._keepalive = keepalive_options
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
-        # Replies owed, oldest first: (future, when the command went out).
-        self._pending: deque[tuple[asyncio.Future[Any], float]] = deque()
+        # Replies owed, oldest first: (future, when the command went out, and for
+        # SSUBSCRIBE/SUNSUBSCRIBE the confirmations still to come per channel: in
+        # RESP3 those come as pushes, in the command's place in the reply order).
+        self._pending: deque[tuple[asyncio.Future[Any], float, Counter[bytes] | None]] = deque()
+        # Who gets the pushes (the hub's sharded pub/sub), and until when pushes
+        # left from an earlier subscriber are dropped (``detach``).
+        self.pushes: PushSink | None = None
+        self._quiet: asyncio.Future[Any] | None = None
         self._opening = asyncio.Lock()
         self.opened = 0  # how many times a socket was opened (tests, metrics)
 
@@ -75,6 +84,37 @@ class NodeLink:
     @property
     def owes_replies(self) -> bool:
         return bool(self._pending)
+
+    def call(self, *args: str | bytes) -> asyncio.Future[Any]:
+        """Send one command now; its reply's future."""
+        (future,) = self.send([hiredis.pack_command(cast(tuple[str], args))], 1)
+        return future
+
+    def subscription(self, command: str, channels: list[str]) -> asyncio.Future[Any]:
+        """``SSUBSCRIBE``/``SUNSUBSCRIBE`` (one slot's channels): done once every
+        channel's confirmation came, or with the error reply (``MOVED``, …)."""
+        writer = self._writer
+        if writer is None:
+            raise RedisConnectionError(f"not connected to {self.host}:{self.port}")
+        expect = Counter(c.encode() for c in channels)
+        (future,) = self._write(
+            writer, [hiredis.pack_command(cast(tuple[str], (command, *channels)))], 1, expect
+        )
+        return future
+
+    def detach(self, sink: PushSink, unsubscribe: list[list[str]]) -> None:
+        """``sink`` stops getting pushes: unsubscribe its channels (one list per
+        slot), and drop every push until the reply to a PING sent after them, so
+        whoever attaches next sees none of ``sink``'s messages."""
+        if self.pushes is not sink:
+            return
+        self.pushes = None
+        if self._writer is None:
+            return
+        for group in unsubscribe:
+            self.subscription("SUNSUBSCRIBE", group).add_done_callback(_retrieve)
+        self._quiet = self.call("PING")
+        self._quiet.add_done_callback(_retrieve)
 
     async def ensure(self) -> None:
         if self._writer is not None:
@@ -88,7 +128,9 @@ class NodeLink:
         task: asyncio.Task[None] | None = None
         try:
             async with asyncio.timeout(self.timeout_s):
-                reader, writer = await asyncio.open_connection(self.host, self.port)
+                reader, writer = await asyncio.open_connection(
+                    self.host, self.port, ssl=ssl.create_default_context() if self.tls else None
+                )
                 self._configure(writer)
                 parser = hiredis.Reader(
                     protocolError=InvalidResponse, replyError=BaseParser.parse_error
@@ -144,14 +186,18 @@ class NodeLink:
         return self._write(writer, packed, replies)
 
     def _write(
-        self, writer: asyncio.StreamWriter, packed: Iterable[bytes], replies: int
+        self,
+        writer: asyncio.StreamWriter,
+        packed: Iterable[bytes],
+        replies: int,
+        expect: Counter[bytes] | None = None,
     ) -> list[asyncio.Future[Any]]:
         loop = asyncio.get_running_loop()
         now = loop.time()
         futures = [loop.create_future() for _ in range(replies)]
         # One synchronous step: no other command can come between these writes
         # and their places in the queue of owed replies.
-        self._pending.extend((f, now) for f in futures)
+        self._pending.extend((f, now, expect) for f in futures)
         writer.writelines(packed)
         return futures
 
@@ -180,12 +226,13 @@ class NodeLink:
                 parser.feed(data)
                 while (reply := parser.gets()) is not False:
                     if isinstance(reply, hiredis.PushNotification):
-                        continue  # nothing here subscribes; not a reply either
+                        self._push(reply)
+                        continue
                     if not self._pending:
                         raise InvalidResponse(
                             f"{self.host}:{self.port} sent a reply nobody asked for"
                         )
-                    future, _ = self._pending.popleft()
+                    future, _, _ = self._pending.popleft()
                     if future.done():  # its caller gave up waiting
                         continue
                     if isinstance(reply, BaseException):
@@ -205,13 +252,37 @@ class NodeLink:
         finally:
             writer.close()
 
+    def _push(self, reply: list[Any]) -> None:
+        kind = reply[0]
+        requested = False
+        if kind in (b"ssubscribe", b"sunsubscribe") and self._pending:
+            future, _, expect = self._pending[0]
+            if expect is not None and expect[reply[1]] > 0:
+                requested = True  # a confirmation of the command owed first
+                expect[reply[1]] -= 1
+                if not +expect:
+                    self._pending.popleft()
+                    if not future.done():
+                        future.set_result(None)
+        if self._quiet is not None:
+            if not self._quiet.done():
+                return  # left from the subscriber before
+            self._quiet = None
+        sink = self.pushes
+        if sink is not None:
+            sink.on_push(reply, requested)
+
     def _fail(self, error: Exception) -> None:
         """Every owed reply fails with ``error``; the next command opens a new socket."""
         self._writer = None
+        self._quiet = None
         pending, self._pending = self._pending, deque()
-        for future, _ in pending:
+        for future, _, _ in pending:
             if not future.done():
                 future.set_exception(error)
+        sink, self.pushes = self.pushes, None
+        if sink is not None:
+            sink.on_link_failed(error)
 
     async def aclose(self) -> None:
         task, self._reader_task = self._reader_task, None
@@ -221,6 +292,19 @@ class NodeLink:
         self._writer = None
 
 
+class PushSink(Protocol):
+    """Who reads a link's pushes: told of each, and of the link failing."""
+
+    def on_push(self, reply: list[Any], requested: bool) -> None: ...
+
+    def on_link_failed(self, error: Exception) -> None: ...
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # the link's failure is reported to its sink
+
+
 class NodeLinks:
     """The links of one cluster client, one per node address."""
 
@@ -228,12 +312,19 @@ class NodeLinks:
         self.options = options
         self.links: dict[tuple[str, int], NodeLink] = {}
 
-    def get(self, host: str, port: int, protocol: int = 2) -> NodeLink:
+    def get(self, host: str, port: int) -> NodeLink:
         link = self.links.get((host, port))
         if link is None:
-            link = NodeLink(host, port, protocol=protocol, **self.options)
-            self.links[(host, port)] = link
+            link = self.links[(host, port)] = NodeLink(host, port, **self.options)
         return link
+
+    def detached(self, host: str, port: int) -> NodeLink:
+        """A link to one node that is not kept (asking a node for the slot map)."""
+        return NodeLink(host, port, **self.options)
+
+    @property
+    def protocol(self) -> int:
+        return int(self.options.get("protocol", 2))
 
     async def keep_only(self, nodes: set[tuple[str, int]]) -> None:
         """Close the idle links to any other node (one still owed replies stays)."""
@@ -266,7 +357,9 @@ class LinkedConnection(Connection):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._kwargs = kwargs
-        self._link = self.node_links.get(self.host, self.port, int(self.protocol or 2))
+        if self.protocol != self.node_links.protocol:
+            raise ValueError("the client and its node links must speak one protocol")
+        self._link = self.node_links.get(self.host, self.port)
         self._packed = 0
         self._replies: deque[asyncio.Future[Any]] = deque()
         self._blocking = False  # the command being packed blocks the connection

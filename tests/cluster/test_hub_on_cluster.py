@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
+import psutil
 import pytest
 import redis.asyncio as aioredis
 
 from herald.journal.positions import Target
 from herald.journal.redis import RedisJournal
+from herald.journal.runtime.cluster import GatedRedisCluster
 from herald.journal.runtime.settings import Settings
 from herald.streams.hub import LiveMessage, Signal, Subscription
 from herald.streams.hub_cluster import ShardedConnection, ShardedConnections
@@ -29,8 +31,10 @@ pytestmark = pytest.mark.integration
 del test_one_subscription_on_several_channels_gets_them_interleaved_in_order  # noqa: F821
 
 
-async def cluster_hub(settings: Settings) -> RedisHub:
-    connections = ShardedConnections.from_settings(settings, ping_interval_s=1)
+async def cluster_hub(settings: Settings, client: aioredis.Redis) -> RedisHub:
+    """As ``herald serve`` builds it: on the links of the command client."""
+    assert isinstance(client, GatedRedisCluster)
+    connections = ShardedConnections.from_settings(settings, ping_interval_s=1, links=client.links)
     hub = RedisHub(connections, ping_interval_s=1, subscribe_timeout_s=DEADLINE_S)
     await hub.start()
     return hub
@@ -39,14 +43,16 @@ async def cluster_hub(settings: Settings) -> RedisHub:
 @pytest.fixture
 async def rig(cluster_settings: Settings, cluster_client: aioredis.Redis) -> AsyncIterator[Rig]:
     """Replaces the contract's parametrised fixture: the cluster implementation only."""
-    hub = await cluster_hub(cluster_settings)
+    hub = await cluster_hub(cluster_settings, cluster_client)
     yield Rig(hub, RedisJournal(cluster_client, LIMITS))
     await hub.aclose()
 
 
 @pytest.fixture
-async def hub(cluster_settings: Settings) -> AsyncIterator[RedisHub]:
-    hub = await cluster_hub(cluster_settings)
+async def hub(
+    cluster_settings: Settings, cluster_client: aioredis.Redis
+) -> AsyncIterator[RedisHub]:
+    hub = await cluster_hub(cluster_settings, cluster_client)
     yield hub
     await hub.aclose()
 
@@ -70,7 +76,7 @@ async def next_message(sub: Subscription) -> LiveMessage:
                     return item
 
 
-async def test_the_hub_holds_one_sharded_connection_per_primary(
+async def test_the_hub_and_the_commands_share_one_connection_per_primary(
     hub: RedisHub, local_cluster: LocalCluster, cluster_client: aioredis.Redis, unique: str
 ) -> None:
     conn = hub._conn
@@ -81,9 +87,12 @@ async def test_the_hub_holds_one_sharded_connection_per_primary(
     users = users_on_every_shard(local_cluster, unique)
     channels = [Target.user(u).channel for u in users.values()]
     async with hub.subscribe(channels, 100) as sub:
-        for port in primaries:  # each primary has exactly one sharded subscriber
+        for port in primaries:  # each primary: one client, subscribed and commanded
             listing = local_cluster.cli(port, "CLIENT", "LIST", "TYPE", "pubsub")
             assert len(listing.strip().splitlines()) == 1, listing
+        await asyncio.gather(*(cluster_client.get(f"{unique}-{i}") for i in range(200)))
+        mine = _sockets_to(set(local_cluster.ports))
+        assert mine == len(primaries), f"{mine} connections for {len(primaries)} primaries"
         for user in users.values():
             sent = await journal.publish(Target.user(user), "demo.n", {"n": 1})
             got = await next_message(sub)
@@ -194,3 +203,12 @@ async def test_a_frozen_primary_is_followed_to_its_promoted_replica(
 def _primary_ports(hub: RedisHub) -> list[int]:
     conn = hub._conn
     return [port for _, port in conn.primaries] if isinstance(conn, ShardedConnection) else []
+
+
+def _sockets_to(ports: set[int]) -> int:
+    """Established TCP connections from this process to these ports."""
+    return sum(
+        1
+        for c in psutil.Process().net_connections("tcp")
+        if c.raddr and c.raddr.port in ports and c.status == psutil.CONN_ESTABLISHED
+    )
