@@ -20,8 +20,8 @@ hub's connection factory; ``HERALD_REDIS_CLUSTER`` is the only difference):
   batches; deliveries/s from the first publish to the last delivery.
 * connections: TCP connections from this process to the servers after the fan-out
   (command client + hub).  Bounds: one Redis, ``HERALD_REDIS_MAX_CONNECTIONS`` + 1;
-  the cluster, 3 + primaries (the command client holds one multiplexed connection
-  per primary, the hub one sharded pub/sub connection per primary).
+  the cluster, 3 + primaries (the command client holds one connection per primary,
+  shared by every command in flight and by the hub's sharded pub/sub).
 
 On one small machine every server and the client share the same cores, so the
 cluster cannot be faster here; the ratios measure what cluster mode costs per
@@ -237,8 +237,8 @@ def verdicts(report: dict[str, Any]) -> list[str]:
     ok = "PASS" if clu["connections"] <= bound else "FAIL"
     lines.append(
         f"{ok} cluster connections per process: {clu['connections']} (bound 3 + "
-        f"{report['primaries']} primaries = {bound}; one command and one sharded "
-        f"pub/sub connection per primary)"
+        f"{report['primaries']} primaries = {bound}; commands and sharded pub/sub "
+        f"share one connection per primary)"
     )
     bound = report["max_connections"] + 1
     ok = "PASS" if one["connections"] <= bound else "FAIL"

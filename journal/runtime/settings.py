@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(
         3,
         ge=1,
-        description="Connection pool size of the command client; with the hub's pub/sub connection a process holds at most this + 1 Redis connections. A burst waits for a free connection.",
+        description="Connection pool size of the command client; with the hub's pub/sub connection a process holds at most this + 1 Redis connections. A burst waits for a free connection. On Redis Cluster: commands in flight at once (a burst waits); they share one connection per primary.",
     )
     redis_socket_timeout_s: float = Field(
         5.0,
@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     )
     redis_cluster: bool = Field(
         False,
-        description="`HERALD_REDIS_URL` names a node of a Redis Cluster (Redis 7+): commands follow the slot map, live delivery uses sharded pub/sub with one connection per primary.",
+        description="`HERALD_REDIS_URL` names a node of a Redis Cluster (Redis 7+): commands follow the slot map, live delivery uses sharded pub/sub; a process holds one connection per primary for both.",
     )
     # NoDecode: the raw variable reaches _split_nodes, which accepts JSON or commas.
     redis_cluster_nodes: Annotated[list[str], NoDecode] = Field(
