@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -42,6 +43,10 @@ def node_address(node: str) -> tuple[str, int]:
     """``host:port`` (settings validated it) as a pair."""
     host, _, port = node.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+# Set while this task runs a command or pipeline of the client (see ``aclose``).
+_IN_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("herald_in_call", default=False)
 
 
 class _GatedPipeline(ClusterPipeline):
@@ -89,12 +94,16 @@ class GatedRedisCluster(RedisCluster):
 
     async def aclose(self) -> None:
         await super().aclose()
-        if self.links is not None:
+        # redis-py also calls aclose() itself, inside a call (after CLUSTERDOWN, a
+        # run of MOVED, a failed pipeline) to drop its node objects: the links stay
+        # then, or every command in flight on every node, and the hub, would fail.
+        if self.links is not None and not _IN_CALL.get():
             await self.links.aclose()
 
     @contextlib.asynccontextmanager
     async def bounded(self, what: str) -> AsyncIterator[None]:
         """Raise redis-py's ``TimeoutError`` (a ``RedisError``) once ``deadline_s`` is up."""
+        inside = _IN_CALL.set(True)
         try:
             async with asyncio.timeout(self.deadline_s):
                 yield
@@ -102,6 +111,8 @@ class GatedRedisCluster(RedisCluster):
             raise RedisTimeoutError(
                 f"Redis Cluster did not answer {what} within {self.deadline_s:g} s"
             ) from e
+        finally:
+            _IN_CALL.reset(inside)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self.bounded(str(args[0]) if args else "a command"), self.gate:

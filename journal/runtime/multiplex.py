@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterable
 from typing import Any, ClassVar, Protocol, cast
 
@@ -67,9 +67,8 @@ class NodeLink:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         # Replies owed, oldest first: (future, when the command went out, and for
-        # SSUBSCRIBE/SUNSUBSCRIBE the confirmations still to come per channel: in
-        # RESP3 those come as pushes, in the command's place in the reply order).
-        self._pending: deque[tuple[asyncio.Future[Any], float, Counter[bytes] | None]] = deque()
+        # SSUBSCRIBE/SUNSUBSCRIBE what was asked: see ``subscription``).
+        self._pending: deque[tuple[asyncio.Future[Any], float, _Subscribing | None]] = deque()
         # Who gets the pushes (the hub's sharded pub/sub), and until when pushes
         # left from an earlier subscriber are dropped (``detach``).
         self.pushes: PushSink | None = None
@@ -91,15 +90,22 @@ class NodeLink:
         return future
 
     def subscription(self, command: str, channels: list[str]) -> asyncio.Future[Any]:
-        """``SSUBSCRIBE``/``SUNSUBSCRIBE`` (one slot's channels): done once every
-        channel's confirmation came, or with the error reply (``MOVED``, …)."""
+        """``SSUBSCRIBE``/``SUNSUBSCRIBE`` (one slot's channels), followed by a PING.
+
+        In RESP3 the confirmations come as pushes, which Redis may also send
+        unasked (a slot that moved away), and a refusal (``MOVED``) as a reply.
+        Counting pushes could take an unasked one for a confirmation and leave the
+        refusal to the next caller; the PING's answer marks the end instead: the
+        future is done at the PONG, with the error reply if one came before it."""
         writer = self._writer
         if writer is None:
             raise RedisConnectionError(f"not connected to {self.host}:{self.port}")
-        expect = Counter(c.encode() for c in channels)
-        (future,) = self._write(
-            writer, [hiredis.pack_command(cast(tuple[str], (command, *channels)))], 1, expect
-        )
+        asked = _Subscribing(command.lower().encode(), {c.encode() for c in channels})
+        packed = [
+            hiredis.pack_command(cast(tuple[str], (command, *channels))),
+            hiredis.pack_command(("PING",)),
+        ]
+        (future,) = self._write(writer, packed, 1, asked)
         return future
 
     def detach(self, sink: PushSink, unsubscribe: list[list[str]]) -> None:
@@ -190,7 +196,7 @@ class NodeLink:
         writer: asyncio.StreamWriter,
         packed: Iterable[bytes],
         replies: int,
-        expect: Counter[bytes] | None = None,
+        expect: _Subscribing | None = None,
     ) -> list[asyncio.Future[Any]]:
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -232,7 +238,12 @@ class NodeLink:
                         raise InvalidResponse(
                             f"{self.host}:{self.port} sent a reply nobody asked for"
                         )
+                    asked = self._pending[0][2]
+                    if asked is not None and not asked.ended_by(reply):
+                        continue  # the refusal before its PONG: kept for the future
                     future, _, _ = self._pending.popleft()
+                    if asked is not None and asked.error is not None:
+                        reply = asked.error
                     if future.done():  # its caller gave up waiting
                         continue
                     if isinstance(reply, BaseException):
@@ -253,17 +264,10 @@ class NodeLink:
             writer.close()
 
     def _push(self, reply: list[Any]) -> None:
-        kind = reply[0]
-        requested = False
-        if kind in (b"ssubscribe", b"sunsubscribe") and self._pending:
-            future, _, expect = self._pending[0]
-            if expect is not None and expect[reply[1]] > 0:
-                requested = True  # a confirmation of the command owed first
-                expect[reply[1]] -= 1
-                if not +expect:
-                    self._pending.popleft()
-                    if not future.done():
-                        future.set_result(None)
+        asked = self._pending[0][2] if self._pending else None
+        # A confirmation of the command owed first, or (rarely) Redis dropping one
+        # of the channels we are dropping anyway.
+        requested = asked is not None and reply[0] == asked.kind and reply[1] in asked.channels
         if self._quiet is not None:
             if not self._quiet.done():
                 return  # left from the subscriber before
@@ -290,6 +294,24 @@ class NodeLink:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         self._writer = None
+
+
+class _Subscribing:
+    """What an owed SSUBSCRIBE/SUNSUBSCRIBE asked, and the refusal if one came."""
+
+    __slots__ = ("channels", "error", "kind")
+
+    def __init__(self, command: bytes, channels: set[bytes]) -> None:
+        self.kind = command  # the push kind of its confirmations
+        self.channels = channels
+        self.error: BaseException | None = None
+
+    def ended_by(self, reply: Any) -> bool:
+        """The command's own reply is only ever an error; its PING's ends it."""
+        if isinstance(reply, BaseException):
+            self.error = reply
+            return False
+        return True
 
 
 class PushSink(Protocol):
@@ -327,9 +349,12 @@ class NodeLinks:
         return int(self.options.get("protocol", 2))
 
     async def keep_only(self, nodes: set[tuple[str, int]]) -> None:
-        """Close the idle links to any other node (one still owed replies stays)."""
+        """Close the idle links to any other node (one still owed replies, or that
+        the hub reads, stays: the hub finds out itself, from Redis)."""
         idle = [
-            link for addr, link in self.links.items() if addr not in nodes and not link.owes_replies
+            link
+            for addr, link in self.links.items()
+            if addr not in nodes and not link.owes_replies and link.pushes is None
         ]
         for link in idle:
             del self.links[(link.host, link.port)]
@@ -359,12 +384,17 @@ class LinkedConnection(Connection):
         self._kwargs = kwargs
         if self.protocol != self.node_links.protocol:
             raise ValueError("the client and its node links must speak one protocol")
-        self._link = self.node_links.get(self.host, self.port)
         self._packed = 0
         self._replies: deque[asyncio.Future[Any]] = deque()
         self._blocking = False  # the command being packed blocks the connection
         self._own: Connection | None = None  # for blocking commands only
         self._on_own = False  # the replies owed are on ``_own``
+
+    @property
+    def _link(self) -> NodeLink:
+        # Looked up on each use, not kept: a link that was closed and dropped is
+        # replaced, and every view of the node must find the replacement.
+        return self.node_links.get(self.host, self.port)
 
     @property
     def is_connected(self) -> bool:
@@ -388,6 +418,7 @@ class LinkedConnection(Connection):
         # The socket is the node's, not this view's: forget the replies owed to it
         # (the link drops them when they come) and leave the socket to the link.
         self._replies.clear()
+        self.reset_should_reconnect()  # type: ignore[no-untyped-call]  # set on a new map
         if self._own is not None:
             await self._own.disconnect(nowait, error, failure_count, health_check_failed)
 
