@@ -13,6 +13,7 @@ import psutil
 import pytest
 import redis.asyncio as aioredis
 
+from herald.journal.base import JournalUnavailable, PublishResult
 from herald.journal.positions import Target
 from herald.journal.redis import RedisJournal
 from herald.journal.runtime.cluster import GatedRedisCluster
@@ -193,7 +194,7 @@ async def test_a_frozen_primary_is_followed_to_its_promoted_replica(
                 await until(lambda: hub.connected and replica in _primary_ports(hub), 30)
             assert victim not in _primary_ports(hub)
             for name in users.values():
-                sent = await journal.publish(Target.user(name), "demo.n", {"n": 5})
+                sent = await _publish_until_accepted(journal, Target.user(name), unique)
                 assert (await next_message(sub)).id == sent.id
         finally:
             local_cluster.thaw(victim)
@@ -212,3 +213,17 @@ def _sockets_to(ports: set[int]) -> int:
         for c in psutil.Process().net_connections("tcp")
         if c.raddr and c.raddr.port in ports and c.status == psutil.CONN_ESTABLISHED
     )
+
+
+async def _publish_until_accepted(journal: RedisJournal, target: Target, key: str) -> PublishResult:
+    """As a producer does: the command client may still send the first publishes to
+    the frozen node (its slot map is its own) and answer "unavailable" until it has
+    read the new map; retried with one idempotency key, the event is stored once."""
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                return await journal.publish(
+                    target, "demo.n", {"n": 5}, idempotency_key=f"{key}-{target.name}"
+                )
+            except JournalUnavailable:
+                continue  # each attempt waits out its own deadline
