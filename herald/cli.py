@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import orjson
 
 from herald.api.auth import Authenticator, load_or_create_secret, load_secret
+from herald.journal.runtime.collector import tune_collector
 from herald.journal.runtime.discovery import (
     NotRunning,
     Runtime,
@@ -257,6 +258,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             server = _ready_server_class()(
                 config, public, lambda: _close_streams(app), [parts] if parts else []
             )
+            tune_collector(settings.gc_full_every)
             server.run(sockets=[sock] if sock is not None else None)
 
         if args.workers == 1:

@@ -104,6 +104,11 @@ class Direct(Protocol):
         (``wire.sse_event_tail``), both encoded once for every subscriber."""
         ...
 
+    def flush(self) -> None:
+        """Write what ``push`` took: called once after the subscriber's messages of a
+        burst, so they leave in one write."""
+        ...
+
 
 class Subscription:
     """One subscriber's view: its channels and its bounded queue.
@@ -334,6 +339,7 @@ def _deliver_to(
 ) -> None:
     """Hand ``sub`` the messages ``picked`` of the burst, in order: on its fast path
     while it takes them, queued from the first one it declines (so they stay in order)."""
+    pushed: Direct | None = None
     for i in picked:
         message = burst[i]
         direct = sub.direct
@@ -342,5 +348,8 @@ def _deliver_to(
             if pair is None:  # encoded once, only if some subscriber is on the fast path
                 pair = encoded[i] = (str(message.id).encode(), sse_event_tail(message.envelope))
             if direct.push(message, pair[0], pair[1]):
+                pushed = direct
                 continue
         sub.offer(message)
+    if pushed is not None:
+        pushed.flush()

@@ -19,11 +19,12 @@ owns what every stream has in common:
 message without I/O (``FastHandler.fast``), the subscription carries a ``_Live``
 as its ``Direct``: the hub calls ``push`` for each message, the handler renders
 the frame from bytes the hub encoded once (or declines: a hole, a new epoch, a
-terminal event), and the chunk is written at the end of the event-loop turn,
-all chunks of one subscriber in that turn as one write.  No task wakes per
-delivery.  A write the transport cannot take at once (paused) finishes in a task
-of its own, and until it has, the fast path declines (messages queue, and the
-loop's ``emit`` waits for that write first), so the bytes stay in order.
+terminal event), and ``flush``, called by the hub once it has handed the
+subscriber all of its messages of a burst, writes them as one chunk from the
+hub's own loop.  No task wakes per delivery.  A write the transport cannot take
+at once (paused) finishes in a task of its own, and until it has, the fast path
+declines (messages queue, and the loop's ``emit`` waits for that write first), so
+the bytes stay in order.
 
 **Timers** are process-wide (``_Engine``): one heap of due times and one loop
 timer for every open stream, instead of a timeout context and a timer handle per
@@ -54,9 +55,6 @@ Emit = Callable[[bytes], Awaitable[None]]
 
 # Most timers handled in one loop turn; the rest in the next (other work runs between).
 _TIMERS_PER_TURN = 2000
-# Most fast-path writes in one loop turn, and the longest pause between write rounds.
-_WRITES_PER_TURN = 1000
-_MAX_REST_S = 0.1
 
 
 class Overflowed(Exception):
@@ -164,10 +162,19 @@ class _Live:
             return False
         if out is None:
             self.out = [frame]
-            _engine().dirty(self)
         else:
             out.append(frame)
         return True
+
+    def flush(self) -> None:
+        """From the hub, after this subscriber's messages of a burst: write them."""
+        chunk = self.take_out()
+        if chunk:
+            engine = _current  # set by run_live, which made this stream
+            assert engine is not None
+            self.write(chunk, engine.loop.time())
+            if self.counter is not None:
+                engine.count(self)
 
     def take_out(self) -> bytes:
         out = self.out
@@ -215,7 +222,7 @@ class _Live:
 
 
 class _Engine:
-    """Process-wide: the timer heap and the fast-path frames to write this turn."""
+    """Process-wide: the timer heap and the fast path's delivery counts."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -223,54 +230,24 @@ class _Engine:
         self._seq = itertools.count()
         self._handle: asyncio.TimerHandle | None = None
         self._handle_at = math.inf
-        self._dirty: list[_Live] = []
-        self._flushing = False  # a flush round is scheduled or under way
-        self._round_began: float | None = None
-        self._rest_until = 0.0  # no round starts before this loop time
+        self._counts: dict[Counter, int] = {}
 
-    # -- fast-path writes ------------------------------------------------------
+    # -- delivery counts ---------------------------------------------------------
 
-    def dirty(self, live: _Live) -> None:
-        if not self._dirty and not self._flushing:
-            delay = self._rest_until - self.loop.time()
-            if delay > 0:
-                self.loop.call_later(delay, self._flush)
-            else:
-                self.loop.call_soon(self._flush)
-            self._flushing = True
-        self._dirty.append(live)
+    def count(self, live: _Live) -> None:
+        """Add a fast-path write's events to its counter, once per counter and loop
+        turn (an increment is a lock and a few dict lookups: not per delivery)."""
+        counts = self._counts
+        if not counts:
+            self.loop.call_soon(self._apply_counts)
+        counter = live.counter
+        assert counter is not None
+        counts[counter] = counts.get(counter, 0) + live.count()
 
-    def _flush(self) -> None:
-        """Write what the hub pushed, at most ``_WRITES_PER_TURN`` sockets per turn.
-
-        After a round, the next one waits as long as this one took (at most
-        ``_MAX_REST_S``): under load, a subscriber's frames of several messages then
-        go out in one write, as its queued frames did before the fast path, and the
-        writes take at most about half of the loop's time.  When idle a round is
-        short, and so is the wait."""
-        loop = self.loop
-        if self._round_began is None:
-            self._round_began = loop.time()
-        dirty = self._dirty
-        batch, self._dirty = dirty[:_WRITES_PER_TURN], dirty[_WRITES_PER_TURN:]
-        now = loop.time()
-        counts: dict[Counter, int] = {}
-        for live in batch:
-            chunk = live.take_out()
-            if not chunk:
-                continue  # its task took the frames (it woke meanwhile)
-            live.write(chunk, now)
-            if live.counter is not None:
-                counts[live.counter] = counts.get(live.counter, 0) + live.count()
+    def _apply_counts(self) -> None:
+        counts, self._counts = self._counts, {}
         for counter, n in counts.items():
             counter.inc(n)
-        if self._dirty:
-            loop.call_soon(self._flush)  # the rest of this round, after other work
-            return
-        end = loop.time()
-        self._rest_until = end + min(_MAX_REST_S, end - self._round_began)
-        self._round_began = None
-        self._flushing = False
 
     # -- timers ----------------------------------------------------------------
 
