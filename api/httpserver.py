@@ -36,6 +36,7 @@ import logging
 import re
 import urllib.parse
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import httptools
@@ -122,6 +123,7 @@ class Exchange:
         "live",
         "more_body",
         "news",
+        "on_gone",
         "receivers",
         "response_complete",
         "response_started",
@@ -143,6 +145,7 @@ class Exchange:
         self.more_body = True
         self.news = False  # something for receive() since it last returned
         self.receivers: list[asyncio.Future[None]] | None = None
+        self.on_gone: Callable[[], object] | None = None
         self.response_started = False
         self.response_complete = False
         self.chunked_encoding: bool | None = None
@@ -153,6 +156,23 @@ class Exchange:
         if self.receivers is not None:
             _wake_all(self.receivers)
             self.receivers = None
+        if self.on_gone is not None and self.gone:
+            on_gone, self.on_gone = self.on_gone, None
+            on_gone()
+
+    @property
+    def gone(self) -> bool:
+        """The client went away or the response is complete: what ``receive()``
+        reports as ``http.disconnect``."""
+        return self.disconnected or self.response_complete
+
+    def when_gone(self, callback: Callable[[], object] | None) -> None:
+        """Call ``callback`` once when ``gone`` turns true (None: no longer).  For a
+        request whose body has been received, instead of a pending ``receive()``:
+        an idle event stream holds no coroutine and no future for it."""
+        self.on_gone = callback
+        if callback is not None and self.gone:
+            self.wake()
 
     async def run(self, app: Any) -> None:
         try:

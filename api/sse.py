@@ -136,9 +136,10 @@ class _Watch:
         self._coro.close()
 
 
-def _uvicorn_cycle(send: Send) -> Any:
-    """uvicorn's per-request state behind ``send`` if it is its httptools/h11 cycle
-    streaming a chunked body, else None (then ``write_now`` always goes through
+def _chunked_wire(send: Send) -> Any:
+    """The server's per-request state behind ``send`` if it is Herald's own
+    (``herald.api.httpserver.Exchange``) or uvicorn's httptools/h11 cycle, streaming
+    a chunked body, else None (then ``write_now`` always goes through
     ``send``).  Checked by duck typing: any other server just takes the general path."""
     cycle = getattr(send, "__self__", None)
     flow = getattr(cycle, "flow", None)
@@ -152,6 +153,25 @@ def _uvicorn_cycle(send: Send) -> Any:
     ):
         return cycle
     return None
+
+
+class _ServerWatch:
+    """A ``_Watch`` for a server that says itself when the client is gone (Herald's
+    own HTTP protocol, ``herald.api.httpserver.Exchange.when_gone``): no pending
+    ``receive()`` coroutine and future per idle stream."""
+
+    __slots__ = ("_exchange",)
+
+    def __init__(self, exchange: Any, on_done: Callable[[], None]) -> None:
+        self._exchange = exchange
+        exchange.when_gone(on_done)
+
+    @property
+    def done(self) -> bool:
+        return bool(self._exchange.gone)
+
+    def cancel(self) -> None:
+        self._exchange.when_gone(None)
 
 
 class _NoWatch:
@@ -205,7 +225,7 @@ class EventStreamResponse:
         self.closer = Closer()
         self.send_timeout_s = send_timeout_s
         self._send: Send | None = None
-        self._watcher: _Watch | _NoWatch | None = None
+        self._watcher: _Watch | _ServerWatch | _NoWatch | None = None
         self._pending: asyncio.Future[None] | None = None  # a write_now still in flight
         self._wire: Any = None  # uvicorn's connection state, when write_now may bypass send
 
@@ -250,8 +270,9 @@ class EventStreamResponse:
         self._pending = None
         wire = self._wire
         if wire is not None and not wire.flow.write_paused and not wire.disconnected:
-            # uvicorn's own send would do exactly this for a body chunk of a chunked
-            # response, after its checks; straight to the transport it costs a third.
+            # The server's own send would do exactly this for a body chunk of a
+            # chunked response, after its checks; straight to the transport it costs
+            # a third.
             wire.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
             return
         coro = cast(
@@ -273,15 +294,19 @@ class EventStreamResponse:
         closer = self.closer
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         # A GET has nothing after its (empty) body message but the disconnect, so
-        # after taking that message the watcher is receive() itself.
+        # after taking that message the watcher is receive() itself, or the
+        # server's own signal where it has one.
         first = await receive()
-        watcher: _Watch | _NoWatch = _ALREADY_GONE
-        if first["type"] != "http.disconnect":
-            watcher = _Watch(cast(Coroutine[Any, Any, Any], receive()), closer.close)
-        else:
+        watcher: _Watch | _ServerWatch | _NoWatch = _ALREADY_GONE
+        exchange = getattr(receive, "__self__", None)
+        if first["type"] == "http.disconnect":
             closer.close()
+        elif callable(getattr(exchange, "when_gone", None)):
+            watcher = _ServerWatch(exchange, closer.close)
+        else:
+            watcher = _Watch(cast(Coroutine[Any, Any, Any], receive()), closer.close)
         self._send, self._watcher = send, watcher
-        self._wire = _uvicorn_cycle(send)
+        self._wire = _chunked_wire(send)
         try:
             with contextlib.suppress(_Gone):
                 await self.produce(*self.args, closer, self.emit)

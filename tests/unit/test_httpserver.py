@@ -20,8 +20,9 @@ DEADLINE_S = 10.0
 
 
 class App:
-    """``/echo`` answers the request body, ``/stream`` sends one chunk and then
-    waits for the client to go away (recorded in ``gone``), anything else its path."""
+    """``/echo`` answers the request body; ``/stream`` and ``/hook`` send one chunk
+    and then wait for the client to go away (recorded in ``gone``), through
+    ``receive()`` and through ``Exchange.when_gone``; anything else, its path."""
 
     def __init__(self) -> None:
         self.gone = asyncio.Event()
@@ -44,6 +45,13 @@ class App:
             assert (await receive())["type"] == "http.request"
             assert (await receive())["type"] == "http.disconnect"
             self.gone.set()
+        elif path == "/hook":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"first", "more_body": True})
+            assert (await receive())["type"] == "http.request"
+            receive.__self__.when_gone(self.gone.set)
+            self.streaming.set()
+            await self.gone.wait()
         else:
             await self._answer(send, path.encode())
 
@@ -150,6 +158,20 @@ async def test_a_streaming_response_is_chunked_and_sees_the_client_leave(served)
     (conn,) = server.server_state.connections
     # While the response streams, the request is all read: no parser is kept.
     assert conn.parser is None
+    writer.close()
+    async with asyncio.timeout(DEADLINE_S):
+        await app.gone.wait()
+
+
+async def test_an_idle_stream_learns_of_the_disconnect_without_a_pending_receive(served) -> None:
+    server, app, port = served
+    reader, writer = await _talk(port, b"GET /hook HTTP/1.1\r\nHost: x\r\n\r\n")
+    async with asyncio.timeout(DEADLINE_S):
+        await reader.readuntil(b"first\r\n")
+        await app.streaming.wait()
+    (conn,) = server.server_state.connections
+    assert conn.exchange.receivers is None  # nothing waits in receive()
+    assert not app.gone.is_set()
     writer.close()
     async with asyncio.timeout(DEADLINE_S):
         await app.gone.wait()
