@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from herald.journal.positions import NAME_RE, ZERO_ID, CursorError, StreamId, Target
 
@@ -35,9 +36,10 @@ def key_of(target: Target) -> str:
     return USER_KEY if target.kind == "u" else f"t:{target.name}"
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
-    """A point in one stream: after entry ``id`` of epoch ``epoch`` (None: not known yet)."""
+class Position(NamedTuple):
+    """A point in one stream: after entry ``id`` of epoch ``epoch`` (None: not known yet).
+    A named tuple, not a frozen dataclass: the fast path makes one per delivery, and
+    a tuple is made in a third of the time."""
 
     epoch: str | None
     id: StreamId = ZERO_ID

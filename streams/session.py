@@ -241,7 +241,7 @@ class Session:
         self._pos[key] = Position(pos.epoch, message.id)
         self._cursor = None
         self.delivered += 1
-        return parts[1] + id_ + parts[2] + tail
+        return b"".join((parts[1], id_, parts[2], tail))  # one copy, not three
 
     def _split_cursor(self, key: str, epoch: str) -> tuple[str, bytes, bytes, str]:
         items = list(self._pos.items())
