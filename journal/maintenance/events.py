@@ -56,8 +56,8 @@ def run_event(run: Run, suffix: str) -> tuple[str, dict[str, Any], str]:
         raise ValueError(f"no maintenance.run.{suffix} event")
     data = run.event_data()
     if suffix == "failed":
-        error = (run.result or {}).get("error") or {}
-        data["code"] = error.get("code", "failed")
+        error = run.result.get("error") if isinstance(run.result, dict) else None
+        data["code"] = error.get("code", "failed") if isinstance(error, dict) else "failed"
     return f"maintenance.run.{suffix}", data, f"maintenance:{run.id}:{suffix}"
 
 

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy import case, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
@@ -366,9 +366,12 @@ class MaintenanceStore:
                     status="failed",
                     message="abandoned",
                     finished_at=func.now(),
-                    result=func.coalesce(runs.c.result, literal({}, JSONB)).op(
-                        "||", return_type=JSONB
-                    )(literal(error, JSONB)),
+                    # A claimed run's result may be JSON null (not SQL NULL), and
+                    # null || object is an array: start from an object either way.
+                    result=case(
+                        (func.jsonb_typeof(runs.c.result) == "object", runs.c.result),
+                        else_=literal({}, JSONB),
+                    ).op("||", return_type=JSONB)(literal(error, JSONB)),
                 )
                 .returning(runs)
                 .cte("reaped")

@@ -173,6 +173,27 @@ async def test_a_run_whose_heartbeat_stops_is_failed_as_abandoned(maint: Maint):
     assert again is not None and again.status == "failed" and again.started_at is None
 
 
+async def test_a_scheduled_run_whose_heartbeat_stops_is_failed_as_abandoned(maint: Maint):
+    # A run claimed by the scheduler starts with a JSON null result: reaping it must
+    # still give an object with the error (null || object would be an array, and the
+    # scheduler's own pass failed on it).
+    job = await maint.job("lost-tick", schedule_cron="* * * * * *")
+    after = await maint.topic_position()
+    now = whole(job.updated_at) + timedelta(seconds=1.5)
+    scheduler = maint.scheduler(clock=lambda: now, maintenance_stale_s=0.3)
+    claimed = [r for r in (await scheduler.run_pass()).runs if r.job_id == job.id]
+    assert [r.status for r in claimed] == ["running"]
+    async with asyncio.timeout(30):
+        while not [r for r in (await scheduler.run_pass()).reaped if r.id == claimed[0].id]:
+            pass
+    done = await maint.store.run(claimed[0].id)
+    assert done is not None and done.status == "failed"
+    assert done.result == {"error": {"code": "abandoned", "message": "abandoned"}}
+    events = [(t, d.get("code")) for t, d in await maint.events(after)]
+    assert ("maintenance.run.failed", "abandoned") in events
+    await scheduler.run_pass()  # and the scheduler goes on
+
+
 async def test_spring_forward_and_fall_back_run_0230_berlin_once_each(maint: Maint):
     job = await maint.job("dst", schedule_cron="30 2 * * *", timezone="Europe/Berlin")
     clock = frozen(job.updated_at)
