@@ -12,7 +12,10 @@ baseline), then:
 1. one warm-up subscriber connects, so one-off costs of a channel's first subscriber (Redis
    SUBSCRIBE, lazy imports, buffers) are not charged to the measured connections;
 2. the server's RSS (process and children: nginx master + its one worker) is sampled, N
-   idle subscribers connect in paced batches, and RSS is sampled again:
+   idle subscribers connect in paced batches, the server is given ``--settle`` s and then
+   as long as it needs to go quiet (under 10 % of a core: Herald subscribes each stream
+   and reads its position after sending the response head, so a subscriber that has
+   its head may not be subscribed yet), and RSS is sampled again:
    ``(after - before) / N`` is the RSS per idle connection;
 3. Redis connections held by the server are counted: its established TCP sockets whose
    peer is the Redis port (psutil), after the idle ramp and again after the load;
@@ -99,6 +102,7 @@ NCHAN_MODULE_PATHS = (
 NOFILE = 65536
 # Targets for Herald (issue 16: the delivery engine), each against Nchan in the same run.
 TARGET_REDIS_CONNS = 4  # per process
+QUIET_PCT = 10.0  # % of a core under which a server counts as done with a ramp
 TARGET_RSS_KIB = 12.0  # per idle connection, at TARGET_RSS_AT connections
 TARGET_RSS_AT = 10000
 TARGET_BIG = (10000, 10.0, 2.0)  # clients, ev/s, most p99 as a multiple of Nchan's
@@ -690,6 +694,23 @@ def rss_bytes(procs: list[psutil.Process]) -> int:
     return total
 
 
+async def wait_quiet(
+    procs: list[psutil.Process], busy_pct: float = QUIET_PCT, deadline_s: float = 60.0
+) -> float:
+    """Wait until the server uses less than ``busy_pct`` of a core over a quarter
+    second (it has finished opening the streams it answered: Herald subscribes and
+    reads each stream's position after sending the response head), at most
+    ``deadline_s``; returns the seconds waited."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while loop.time() - start < deadline_s:
+        before, t0 = cpu_seconds(procs), loop.time()
+        await asyncio.sleep(0.25)
+        if 100 * (cpu_seconds(procs) - before) / (loop.time() - t0) < busy_pct:
+            break
+    return loop.time() - start
+
+
 def cpu_seconds(procs: list[psutil.Process]) -> float:
     total = 0.0
     for p in procs:
@@ -723,6 +744,7 @@ class CaseResult:
     publisher: str = ""  # how events were fed: nchan, herald-journal or herald-http
     connected: int = 0
     connect_s: float = 0.0
+    quiet_s: float = 0.0  # waited after the ramp (and --settle) for the server to go quiet
     connect_errors: dict[str, int] = field(default_factory=dict)
     redis_conns_idle: int = 0
     redis_conns_load: int = 0
@@ -888,6 +910,9 @@ async def run_case(
         # Let the server finish per-connection work it does after the response head.
         await asyncio.sleep(args.settle)
         procs = server.processes()
+        result.quiet_s = await wait_quiet(procs)
+        if result.quiet_s >= 1:
+            log(f"{server.name}: busy for {result.quiet_s:.1f} s more after the ramp")
         rss1 = rss_bytes(procs)
         result.rss_before_mib = rss0 / 2**20
         result.rss_after_mib = rss1 / 2**20
