@@ -227,7 +227,7 @@ class EventStreamResponse:
         self._send: Send | None = None
         self._watcher: _Watch | _ServerWatch | _NoWatch | None = None
         self._pending: asyncio.Future[None] | None = None  # a write_now still in flight
-        self._wire: Any = None  # uvicorn's connection state, when write_now may bypass send
+        self._wire: Any = None  # the server's connection state, when write_now may bypass send
 
     def set_cookie(self, *args: Any, **kwargs: Any) -> None:
         """As ``Response.set_cookie``; the shared header list is copied first."""

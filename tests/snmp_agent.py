@@ -24,6 +24,7 @@ so tests count the requests each printer got and which process sent them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -176,13 +177,22 @@ class SnmpAgent:
         return [r for r in self.requests if r.first_oid == SYS_DESCR]
 
 
-async def warm_up(agent: SnmpAgent, community: str) -> None:
-    """One unhurried read: snmpsim's first answer takes seconds (it loads its
-    modules and opens the data file), longer than a test's probe timeout."""
-    from herald.workers.printers.snmp import SnmpReader
+async def warm_up(agent: SnmpAgent, community: str, deadline_s: float = 90.0) -> None:
+    """Unhurried reads until one is answered: snmpsim's first answer takes seconds
+    (it loads its modules and opens the data file), longer than a test's probe
+    timeout, and on a fresh machine under load more than one read's 15 s."""
+    from herald.workers.printers.snmp import SnmpError, SnmpReader
 
     reader = SnmpReader(request_timeout_s=15, retries=0)
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline_s
     try:
-        await reader.read("127.0.0.1", agent.port, community)
+        while True:
+            try:
+                await reader.read("127.0.0.1", agent.port, community)
+                return
+            except SnmpError:
+                if loop.time() >= give_up:
+                    raise
     finally:
         reader.close()
