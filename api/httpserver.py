@@ -617,15 +617,9 @@ class HttpProtocol(asyncio.Protocol):
         self.head_timer = self.idle_timer = None
 
     def _refuse(self, status: str, code: str, detail: str) -> None:
-        self._cancel_timers()
-        self.awaiting_head = False
-        if not self.transport.is_closing():
-            self.transport.write(_refusal(status, code, detail))
-            self.transport.close()
+        self._answer_and_close(_refusal(status, code, detail))
 
     def _bad_request(self, message: str) -> None:
-        self._cancel_timers()
-        self.awaiting_head = False
         body = message.encode("ascii")
         head = [_STATUS_LINES[400]]
         for name, value in self.server_state.default_headers:
@@ -635,8 +629,15 @@ class HttpProtocol(asyncio.Protocol):
             b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body),
             body,
         )
-        self.transport.write(b"".join(head))
-        self.transport.close()
+        self._answer_and_close(b"".join(head))
+
+    def _answer_and_close(self, response: bytes) -> None:
+        """Answer without the app (a limit or a malformed request) and close."""
+        self._cancel_timers()
+        self.awaiting_head = False
+        if not self.transport.is_closing():
+            self.transport.write(response)
+            self.transport.close()
 
 
 def guarded_protocol(settings: Settings) -> type[HttpProtocol]:

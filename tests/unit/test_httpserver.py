@@ -38,20 +38,18 @@ class App:
                 if not message.get("more_body"):
                     break
             await self._answer(send, body)
-        elif path == "/stream":
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"first", "more_body": True})
-            self.streaming.set()
-            assert (await receive())["type"] == "http.request"
-            assert (await receive())["type"] == "http.disconnect"
-            self.gone.set()
-        elif path == "/hook":
+        elif path in ("/stream", "/hook"):
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"first", "more_body": True})
             assert (await receive())["type"] == "http.request"
-            receive.__self__.when_gone(self.gone.set)
-            self.streaming.set()
-            await self.gone.wait()
+            if path == "/hook":
+                receive.__self__.when_gone(self.gone.set)
+                self.streaming.set()
+                await self.gone.wait()
+            else:
+                self.streaming.set()
+                assert (await receive())["type"] == "http.disconnect"
+                self.gone.set()
         else:
             await self._answer(send, path.encode())
 
@@ -147,14 +145,22 @@ async def test_a_malformed_request_gets_400_and_the_connection_closes(served) ->
     writer.close()
 
 
-async def test_a_streaming_response_is_chunked_and_sees_the_client_leave(served) -> None:
-    server, app, port = served
-    reader, writer = await _talk(port, b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+async def _streaming(port: int, app: App, path: str) -> tuple[bytes, bytes, asyncio.StreamWriter]:
+    """Open ``path`` and wait until its first chunk is read and the app streams on:
+    the response head, that chunk as framed, and the client's writer."""
+    reader, writer = await _talk(port, b"GET %b HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
     async with asyncio.timeout(DEADLINE_S):
         head = await reader.readuntil(b"\r\n\r\n")
-        assert b"transfer-encoding: chunked\r\n" in head
-        assert await reader.readuntil(b"first\r\n") == b"5\r\nfirst\r\n"
+        chunk = await reader.readuntil(b"first\r\n")
         await app.streaming.wait()
+    return head, chunk, writer
+
+
+async def test_a_streaming_response_is_chunked_and_sees_the_client_leave(served) -> None:
+    server, app, port = served
+    head, chunk, writer = await _streaming(port, app, "/stream")
+    assert b"transfer-encoding: chunked\r\n" in head
+    assert chunk == b"5\r\nfirst\r\n"
     (conn,) = server.server_state.connections
     # While the response streams, the request is all read: no parser is kept.
     assert conn.parser is None
@@ -165,10 +171,7 @@ async def test_a_streaming_response_is_chunked_and_sees_the_client_leave(served)
 
 async def test_an_idle_stream_learns_of_the_disconnect_without_a_pending_receive(served) -> None:
     server, app, port = served
-    reader, writer = await _talk(port, b"GET /hook HTTP/1.1\r\nHost: x\r\n\r\n")
-    async with asyncio.timeout(DEADLINE_S):
-        await reader.readuntil(b"first\r\n")
-        await app.streaming.wait()
+    _, _, writer = await _streaming(port, app, "/hook")
     (conn,) = server.server_state.connections
     assert conn.exchange.receivers is None  # nothing waits in receive()
     assert not app.gone.is_set()
