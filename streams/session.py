@@ -226,7 +226,12 @@ class Session:
         stream, or None when the message needs ``classify`` (a hole, a duplicate, a
         new epoch).  Only this stream's item of the composite cursor changes, so the
         cursor around it is rendered once and kept until another stream moves: a
-        connection that reads topics stays on the fast path too."""
+        connection that reads topics stays on the fast path too.
+
+        Whatever ``classify`` calls the next message takes this path, also the first
+        message of a stream that had none when the session opened (no previous id,
+        no epoch yet): a new topic's first event would otherwise wake every
+        subscriber's task at once."""
         if self._render is not sse_frame:
             return None
         parts = self._parts
@@ -234,11 +239,13 @@ class Session:
         if key is None:
             key = self._key_of(message.channel)
         pos = self._pos[key]
-        if message.previous is None or message.previous != pos.id or message.epoch != pos.epoch:
-            return None
+        if message.previous != pos.id or message.epoch != pos.epoch:
+            if classify(pos, message.epoch, message.id, message.previous) is not Step.NEXT:
+                return None
+            parts = None  # the epoch may be new: render the cursor around it again
         if parts is None or parts[0] != key:
             parts = self._parts = self._split_cursor(key, message.epoch)
-        self._pos[key] = Position(pos.epoch, message.id)
+        self._pos[key] = Position(message.epoch, message.id)
         self._cursor = None
         self.delivered += 1
         return b"".join((parts[1], id_, parts[2], tail))  # one copy, not three

@@ -106,6 +106,25 @@ async def test_a_topic_reader_stays_on_the_fast_path_with_its_composite_cursor()
         assert cursors[0].get("u") == cursors[1].get("u")  # the user item, unchanged
 
 
+async def test_a_stream_with_no_history_takes_the_fast_path_from_its_first_event():
+    # A new topic has no epoch and no entries when the session opens, and its first
+    # event has no previous id: it is still simply the next one, so it is written by
+    # the hub, not by waking every subscriber's task.
+    h = Harness()
+    async with streaming(h, None, TOPIC) as (s, w, _):
+        await publish(h.journal, 1, 2, TOPIC)
+        await w.until(lambda: len(w.frames()) == 2)
+        await publish(h.journal, 1, 1)  # and the user stream's first one
+        await w.until(lambda: len(w.frames()) == 3)
+        assert w.emitted == []
+        frames = w.frames()
+        assert numbers(frames) == [1, 2, 1]
+        assert frames[-1][0] == s.cursor
+        resumed = Cursor.parse(frames[1][0]).get("t:printers")
+        assert resumed is not None and resumed.epoch is not None
+        assert str(resumed.id) == frames[1][1]["id"]
+
+
 async def test_a_paused_writer_sends_through_the_task_in_order():
     h = Harness()
     await publish(h.journal, 1, 1)
