@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+from collections.abc import Mapping, Sequence
 from importlib import resources
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from herald.streams.budget import BudgetLimits
 from herald.streams.keys import connections_key, replays_key
 
-__all__ = ["RedisBudgets"]
+__all__ = ["RENEW_BATCH", "RedisBudgets"]
+
+# Script calls per pipeline when renewing: one round trip each, and short enough
+# that the event loop gets back to delivering between them.
+RENEW_BATCH = 500
 
 
 class RedisBudgets:
@@ -33,6 +41,36 @@ class RedisBudgets:
 
     async def release(self, user: str, conn_id: str) -> None:
         await self.client.zrem(connections_key(user), conn_id)
+
+    async def renew(self, held: Mapping[str, Sequence[str]]) -> int:
+        """The lease script for every user, ``RENEW_BATCH`` calls per round trip."""
+        users = list(held.items())
+        failed = 0
+        for start in range(0, len(users), RENEW_BATCH):
+            results = await self._renew_batch(users[start : start + RENEW_BATCH])
+            failed += sum(isinstance(r, Exception) for r in results)
+        return failed
+
+    async def _renew_batch(self, batch: list[tuple[str, Sequence[str]]]) -> list[object]:
+        if isinstance(self.client, RedisCluster):
+            # redis-py refuses scripts in a cluster pipeline: concurrent calls, as
+            # many in flight as the cluster client lets through at once.
+            calls = (self.acquire(user, list(ids)) for user, ids in batch)
+            return list(await asyncio.gather(*calls, return_exceptions=True))
+        results = await self._lease_pipeline(batch)
+        if any(isinstance(r, NoScriptError) for r in results):
+            # A restarted or failed-over Redis forgot the script: load it and renew
+            # the batch again (a renewal twice over is still one lease).
+            await self.client.script_load(self._lease.script)
+            results = await self._lease_pipeline(batch)
+        return results
+
+    async def _lease_pipeline(self, batch: list[tuple[str, Sequence[str]]]) -> list[object]:
+        lease_ms, cap = self.limits.lease_s * 1000, self.limits.max_connections
+        async with self.client.pipeline(transaction=False) as pipe:
+            for user, ids in batch:
+                pipe.evalsha(self._lease.sha, 1, connections_key(user), lease_ms, cap, *ids)
+            return list(await pipe.execute(raise_on_error=False))
 
     async def charge_replay(self, user: str) -> float:
         wait_ms = await self._replay(

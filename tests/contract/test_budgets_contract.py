@@ -22,7 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from herald.streams.budget import BudgetLimits, Budgets, MemoryBudgets
-from herald.streams.budget_redis import RedisBudgets
+from herald.streams.budget_redis import RENEW_BATCH, RedisBudgets
 from herald.streams.keys import connections_key, replays_key
 from tests.conftest import REDIS_URL
 
@@ -123,6 +123,53 @@ async def test_users_have_separate_slots(rig: Rig, unique: str) -> None:
     b = rig.budgets
     assert await b.acquire(unique, ["c1", "c2", "c3"]) == 3
     assert await b.acquire(unique + "-b", ["c1", "c2", "c3"]) == 3
+
+
+async def test_renewing_many_users_at_once_keeps_their_slots(rig: Rig, unique: str) -> None:
+    b = rig.budgets
+    other = unique + "-b"
+    assert await b.acquire(unique, ["c1", "c2", "c3"]) == 3
+    assert await b.acquire(other, ["c1"]) == 1
+    await rig.elapse(LIMITS.lease_s * 0.6)
+    assert await b.renew({unique: ["c1"], other: ["c1", "c2"]}) == 0
+    await rig.elapse(LIMITS.lease_s * 0.6)
+    # c2 and c3 expired unrenewed, c1 holds on: two new slots fit, not three.
+    assert await b.acquire(unique, ["c4", "c5", "c6"]) == 2
+    # The other user's renewal kept c1 and took c2 (under the cap): one slot is left.
+    assert await b.acquire(other, ["c3", "c4"]) == 1
+
+
+async def test_renewing_never_takes_slots_beyond_the_cap(rig: Rig, unique: str) -> None:
+    b = rig.budgets
+    assert await b.acquire(unique, ["c1", "c2", "c3"]) == 3
+    assert await b.renew({unique: ["c1", "c2", "c3", "c4"]}) == 0
+    assert await b.acquire(unique, ["c4"]) == 0
+    assert await b.acquire(unique, ["c1", "c2", "c3"]) == 3
+
+
+async def test_a_renewal_larger_than_one_batch_renews_every_user(rig: Rig, unique: str) -> None:
+    b = rig.budgets
+    users = [f"{unique}-{i}" for i in range(RENEW_BATCH + 1)]
+    assert await b.renew({user: ["c1", "c2", "c3"] for user in users}) == 0  # takes them
+    await rig.elapse(LIMITS.lease_s * 0.7)
+    assert await b.renew({user: ["c1"] for user in users}) == 0
+    await rig.elapse(LIMITS.lease_s * 0.4)
+    # The first leases ran out; only the renewed c1 holds a slot, so two new ones
+    # fit for every user (the checks have ~0.6 of a lease before c1 runs out too).
+    assert [await b.acquire(user, ["c4", "c5", "c6"]) for user in users] == [2] * len(users)
+
+
+async def test_a_renewal_loads_its_script_again_when_redis_forgot_it(rig: Rig, unique: str) -> None:
+    b = rig.budgets
+    if not isinstance(b, RedisBudgets):
+        pytest.skip("a Redis server's script cache")
+    assert await b.acquire(unique, ["c1", "c2", "c3"]) == 3
+    await b.client.script_flush()  # as after a restart or a failover
+    await rig.elapse(LIMITS.lease_s * 0.6)
+    assert await b.renew({unique: ["c1"], unique + "-b": ["c1"]}) == 0
+    await rig.elapse(LIMITS.lease_s * 0.6)
+    assert await b.acquire(unique, ["c4", "c5", "c6"]) == 2
+    assert await b.acquire(unique + "-b", ["c2", "c3", "c4"]) == 2
 
 
 # -- replay budget ---------------------------------------------------------------
