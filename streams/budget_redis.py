@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Mapping, Sequence
 from importlib import resources
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from herald.streams.budget import BudgetLimits
@@ -43,7 +41,8 @@ class RedisBudgets:
         await self.client.zrem(connections_key(user), conn_id)
 
     async def renew(self, held: Mapping[str, Sequence[str]]) -> int:
-        """The lease script for every user, ``RENEW_BATCH`` calls per round trip."""
+        """The lease script for every user, ``RENEW_BATCH`` calls per round trip (on
+        Redis Cluster, the pipeline sends each call to its key's primary)."""
         users = list(held.items())
         failed = 0
         for start in range(0, len(users), RENEW_BATCH):
@@ -52,11 +51,6 @@ class RedisBudgets:
         return failed
 
     async def _renew_batch(self, batch: list[tuple[str, Sequence[str]]]) -> list[object]:
-        if isinstance(self.client, RedisCluster):
-            # redis-py refuses scripts in a cluster pipeline: concurrent calls, as
-            # many in flight as the cluster client lets through at once.
-            calls = (self.acquire(user, list(ids)) for user, ids in batch)
-            return list(await asyncio.gather(*calls, return_exceptions=True))
         results = await self._lease_pipeline(batch)
         if any(isinstance(r, NoScriptError) for r in results):
             # A restarted or failed-over Redis forgot the script: load it and renew
@@ -69,7 +63,10 @@ class RedisBudgets:
         lease_ms, cap = self.limits.lease_s * 1000, self.limits.max_connections
         async with self.client.pipeline(transaction=False) as pipe:
             for user, ids in batch:
-                pipe.evalsha(self._lease.sha, 1, connections_key(user), lease_ms, cap, *ids)
+                # Plain EVALSHA (see RedisJournal._pipeline_calls): RedisCluster's
+                # pipeline refuses .evalsha, yet routes EVALSHA by its key.
+                key = connections_key(user)
+                pipe.execute_command("EVALSHA", self._lease.sha, 1, key, lease_ms, cap, *ids)
             return list(await pipe.execute(raise_on_error=False))
 
     async def charge_replay(self, user: str) -> float:
