@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from herald.streams.budget import BudgetLimits
 from herald.streams.keys import connections_key, replays_key
@@ -45,9 +45,18 @@ class RedisBudgets:
         Redis Cluster, the pipeline sends each call to its key's primary)."""
         users = list(held.items())
         failed = 0
+        error: RedisError | OSError | None = None
         for start in range(0, len(users), RENEW_BATCH):
-            results = await self._renew_batch(users[start : start + RENEW_BATCH])
+            batch = users[start : start + RENEW_BATCH]
+            try:
+                results = await self._renew_batch(batch)
+            except (RedisError, OSError) as e:  # this batch only: the next may get through
+                error = e
+                failed += len(batch)
+                continue
             failed += sum(isinstance(r, Exception) for r in results)
+        if error is not None and failed == len(users):
+            raise error
         return failed
 
     async def _renew_batch(self, batch: list[tuple[str, Sequence[str]]]) -> list[object]:

@@ -26,6 +26,10 @@ async def rig(cluster_client: aioredis.Redis, unique: str) -> AsyncIterator[Rig]
             while await redis_now_s(cluster_client) < end:
                 pass
 
-    yield Rig(RedisBudgets(cluster_client, LIMITS), wait_on_redis_clock)
+    yield Rig(
+        RedisBudgets(cluster_client, LIMITS),
+        wait_on_redis_clock,
+        lambda limits: RedisBudgets(cluster_client, limits),
+    )
     for user in (unique, unique + "-b"):
         await cluster_client.delete(connections_key(user), replays_key(user))

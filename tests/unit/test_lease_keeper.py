@@ -53,3 +53,38 @@ async def test_a_failed_renewal_is_tried_again_next_period() -> None:
         await keeper.aclose()
     assert attempts == [{"ann": ["c1"]}] * 3
     assert budgets.fail_first == 0
+
+
+class SlowBudgets(RecordingBudgets):
+    """Each renewal waits until the test lets it finish; releases are recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = asyncio.Event()
+        self.released: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+
+    async def renew(self, held: Mapping[str, Sequence[str]]) -> int:
+        self.renewals.put_nowait({user: sorted(ids) for user, ids in held.items()})
+        await self.go.wait()
+        return await super().renew(held)
+
+    async def release(self, user: str, conn_id: str) -> None:
+        await super().release(user, conn_id)
+        self.released.put_nowait((user, conn_id))
+
+
+async def test_a_slot_released_during_a_renewal_stays_free() -> None:
+    budgets = SlowBudgets()
+    keeper = LeaseKeeper(budgets, period_s=0.01)
+    keeper.track("ann", "c1")
+    keeper.start()
+    try:
+        async with asyncio.timeout(5):
+            assert await budgets.renewals.get() == {"ann": ["c1"]}
+            await keeper.untrack("ann", "c1")  # the stream closes mid-renewal
+            assert await budgets.released.get() == ("ann", "c1")
+            budgets.go.set()  # the renewal, which still lists c1, takes its slot again
+            assert await budgets.released.get() == ("ann", "c1")  # and it is given back
+    finally:
+        await keeper.aclose()
+    assert await budgets.acquire("ann", ["c2", "c3"]) == 2  # both slots are free
