@@ -660,10 +660,10 @@ class PublishReport:
 
 
 async def run_publisher(
-    spec: dict[str, Any], timeout_s: float, before_start: Callable[[], Awaitable[None]]
+    spec: dict[str, Any], timeout_s: float, before_start: Callable[[int], Awaitable[None]]
 ) -> PublishReport:
     """Run the publisher process: once it is ready (imported, connected), await
-    ``before_start`` and then let it publish, so its start-up is not measured: a
+    ``before_start(its pid)`` and then let it publish, so its start-up is not measured: a
     Python process's first second of imports competes with the server and the
     subscribers for the machine's cores (on 2 vCPUs it made the first of ten
     fan-outs to 19,488 idle streams take twice as long as the others)."""
@@ -681,10 +681,12 @@ async def run_publisher(
     assert proc.stdin is not None and proc.stdout is not None
     try:
         async with asyncio.timeout(timeout_s):
-            if await proc.stdout.readline() == b"ready\n":
-                await before_start()
-                proc.stdin.write(b"go\n")
-                await proc.stdin.drain()
+            while line := await proc.stdout.readline():
+                if line == b"ready\n":
+                    await before_start(proc.pid)
+                    proc.stdin.write(b"go\n")
+                    await proc.stdin.drain()
+                    break
             out, err = await proc.communicate()
     except TimeoutError as e:
         proc.kill()
@@ -834,14 +836,18 @@ class CpuMeter:
     Redis, and by everything else: on a shared 2-core machine the last one says how much
     the figures can be trusted."""
 
-    def __init__(self, procs: list[psutil.Process], redis_url: str) -> None:
+    def __init__(
+        self, procs: list[psutil.Process], redis_url: str, *, publisher_before: float = 0.0
+    ) -> None:
+        """``publisher_before``: CPU seconds the publisher had used when this meter
+        started; it is counted once the publisher is reaped, so it is taken off then."""
         self.procs = procs
         self.redis = redis.Redis.from_url(redis_url)
         self.wall = time.monotonic()
         self.server = cpu_seconds(procs)
         self.client = time.process_time()
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self.children = children.ru_utime + children.ru_stime
+        self.children = children.ru_utime + children.ru_stime + publisher_before
         self.redis_cpu = _redis_cpu_s(self.redis)
         self.busy = _busy_s()
 
@@ -949,9 +955,11 @@ async def run_case(
         result.publisher = spec["kind"]
         meters: list[CpuMeter] = []
 
-        async def before_start() -> None:
+        async def before_start(publisher_pid: int) -> None:
             await wait_quiet(procs)
-            meters.append(CpuMeter(procs, args.redis_url))  # with --own-redis, its URL
+            # The publisher's start-up CPU is not part of the case (see CpuMeter).
+            before = cpu_seconds([psutil.Process(publisher_pid)])
+            meters.append(CpuMeter(procs, args.redis_url, publisher_before=before))
 
         pub = await run_publisher(spec, result.duration_s + 120.0, before_start)
         if not meters:
