@@ -43,6 +43,10 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run(folder: Path, *args: str, timeout: float = DEADLINE_S) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [HERALD, *args], cwd=folder, env=_env(), capture_output=True, text=True, timeout=timeout
@@ -178,6 +182,9 @@ def test_tail_finds_the_running_server(served: Served, unique: str):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as in a terminal, even when the suite itself runs as a background
+        # job of a script (whose children start with SIGINT ignored).
+        preexec_fn=_default_sigint,
     )
     out = Lines(tail)
     try:
