@@ -525,7 +525,13 @@ async def test_with_two_api_processes_a_subscriber_hears_each_transition_once(
         route = f"/{unique}/live"
         async with (
             httpx.AsyncClient(base_url=servers[0].url, timeout=30) as listen,
-            httpx.AsyncClient(base_url=servers[1].url, timeout=30) as admin,
+            # A new connection per request: the last one comes ~5 s after the first,
+            # just when the server closes an idle keep-alive connection.
+            httpx.AsyncClient(
+                base_url=servers[1].url,
+                timeout=30,
+                limits=httpx.Limits(max_keepalive_connections=0),
+            ) as admin,
             open_sse(listen, "/api/events", token, params={"topic": TOPIC}) as stream,
         ):
             start = now() + timedelta(seconds=3)
