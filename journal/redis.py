@@ -9,7 +9,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from herald.journal.base import (
@@ -26,6 +25,7 @@ from herald.journal.base import (
 from herald.journal.envelope import Prepared
 from herald.journal.positions import ZERO_ID, StreamId, Target
 from herald.journal.runtime.metrics import count_published
+from herald.journal.runtime.scripts import evalsha_pipelined
 from herald.journal.runtime.sharded import publish_script
 from herald.journal.wire import lua_frame_args
 
@@ -162,25 +162,14 @@ class RedisJournal:
         requests: Sequence[PublishRequest],
         prepared: list[Prepared],
     ) -> list[Any]:
-        # Plain EVALSHA in the pipeline: redis-py's Script-in-pipeline path sends
-        # SCRIPT EXISTS first, a second round trip on every batch.  If the server
-        # lost the script (restart, SCRIPT FLUSH) every call fails with NOSCRIPT
-        # before writing anything, so loading it and resending is safe.
-        for attempt in (1, 2):
-            async with self.client.pipeline(transaction=False) as pipe:
-                for target, chunk in calls:
-                    items = [(prepared[i], requests[i].idempotency_key) for i in chunk]
-                    keys, argv = self._call_args(target, items)
-                    # execute_command: RedisCluster's pipeline refuses .evalsha, yet
-                    # routes a raw EVALSHA by its keys like any command.
-                    pipe.execute_command("EVALSHA", self._script.sha, len(keys), *keys, *argv)
-                try:
-                    return list(await pipe.execute())
-                except NoScriptError:
-                    if attempt == 2:
-                        raise
-                    await self.client.script_load(self._script.script)
-        raise AssertionError("unreachable")
+        return await evalsha_pipelined(
+            self.client,
+            self._script,
+            [
+                self._call_args(target, [(prepared[i], requests[i].idempotency_key) for i in chunk])
+                for target, chunk in calls
+            ],
+        )
 
     async def read_after(self, target: Target, after: StreamId, *, limit: int) -> Page:
         if after.is_max:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping, Sequence
 from importlib import resources
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
+from herald.journal.runtime.scripts import evalsha_pipelined
 from herald.streams.budget import BudgetLimits
 from herald.streams.keys import connections_key, replays_key
 
@@ -42,41 +44,26 @@ class RedisBudgets:
 
     async def renew(self, held: Mapping[str, Sequence[str]]) -> int:
         """The lease script for every user, ``RENEW_BATCH`` calls per round trip (on
-        Redis Cluster, the pipeline sends each call to its key's primary)."""
+        Redis Cluster, the pipeline sends each call to its key's primary).  A batch
+        whose round trip failed counts as failed whole."""
         users = list(held.items())
         failed = 0
         error: RedisError | OSError | None = None
         for start in range(0, len(users), RENEW_BATCH):
             batch = users[start : start + RENEW_BATCH]
             try:
-                results = await self._renew_batch(batch)
+                await self._renew_batch(batch)
             except (RedisError, OSError) as e:  # this batch only: the next may get through
                 error = e
                 failed += len(batch)
-                continue
-            failed += sum(isinstance(r, Exception) for r in results)
         if error is not None and failed == len(users):
             raise error
         return failed
 
-    async def _renew_batch(self, batch: list[tuple[str, Sequence[str]]]) -> list[object]:
-        results = await self._lease_pipeline(batch)
-        if any(isinstance(r, NoScriptError) for r in results):
-            # A restarted or failed-over Redis forgot the script: load it and renew
-            # the batch again (a renewal twice over is still one lease).
-            await self.client.script_load(self._lease.script)
-            results = await self._lease_pipeline(batch)
-        return results
-
-    async def _lease_pipeline(self, batch: list[tuple[str, Sequence[str]]]) -> list[object]:
+    async def _renew_batch(self, batch: list[tuple[str, Sequence[str]]]) -> list[Any]:
         lease_ms, cap = self.limits.lease_s * 1000, self.limits.max_connections
-        async with self.client.pipeline(transaction=False) as pipe:
-            for user, ids in batch:
-                # Plain EVALSHA (see RedisJournal._pipeline_calls): RedisCluster's
-                # pipeline refuses .evalsha, yet routes EVALSHA by its key.
-                key = connections_key(user)
-                pipe.execute_command("EVALSHA", self._lease.sha, 1, key, lease_ms, cap, *ids)
-            return list(await pipe.execute(raise_on_error=False))
+        calls = [([connections_key(user)], [lease_ms, cap, *ids]) for user, ids in batch]
+        return await evalsha_pipelined(self.client, self._lease, calls)
 
     async def charge_replay(self, user: str) -> float:
         wait_ms = await self._replay(
