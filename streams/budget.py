@@ -103,8 +103,6 @@ class LeaseKeeper:
         # (user, connection id) pairs, grouped by user only when renewing: a set
         # per user would cost more than the connection itself for most users.
         self._held: set[tuple[str, str]] = set()
-        # Released while a renewal was under way (which may have renewed them again).
-        self._released: list[tuple[str, str]] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def new_id(self) -> str:
@@ -115,8 +113,6 @@ class LeaseKeeper:
 
     async def untrack(self, user: str, conn_id: str) -> None:
         self._held.discard((user, conn_id))
-        if self._released is not None:
-            self._released.append((user, conn_id))
         with contextlib.suppress(Exception):  # the lease expires on its own anyway
             await self.budgets.release(user, conn_id)
 
@@ -132,17 +128,19 @@ class LeaseKeeper:
                 by_user.setdefault(user, []).append(conn_id)
             if not by_user:
                 continue
-            self._released = []
             try:
                 failed = await self.budgets.renew(by_user)
             except Exception as e:  # retried next period, well within the lease
                 log.warning("renewing the connection leases failed: %s", e)
                 continue
             finally:
-                released, self._released = self._released, None
-                for user, conn_id in released:  # a slot freed mid-renewal stays free
-                    with contextlib.suppress(Exception):
-                        await self.budgets.release(user, conn_id)
+                # A slot released while the renewal was under way was renewed again
+                # by it: release it once more, so it stays free.
+                for user, ids in by_user.items():
+                    for conn_id in ids:
+                        if (user, conn_id) not in self._held:
+                            with contextlib.suppress(Exception):
+                                await self.budgets.release(user, conn_id)
             if failed:
                 log.warning("renewing the connection leases of %d users failed", failed)
 
