@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -107,6 +107,11 @@ class Direct(Protocol):
     def flush(self) -> None:
         """Write what ``push`` took: called once after the subscriber's messages of a
         burst, so they leave in one write."""
+        ...
+
+    def send(self, message: LiveMessage, id_: bytes, tail: bytes) -> bool:
+        """``push`` and ``flush`` in one, for a subscriber's only message of a burst
+        (the usual case: a hub that keeps up hands over one message at a time)."""
         ...
 
 
@@ -296,6 +301,9 @@ class Registry:
             subs = self.subscribers(burst[0].channel)
             if len(subs) > step:
                 subs = tuple(subs)  # the set may change while the caller pauses
+            if len(burst) == 1:
+                yield from _deliver_one(subs, burst[0], step)
+                return
             every = range(len(burst))
             for sub in subs:
                 _deliver_to(sub, burst, every, encoded)
@@ -329,6 +337,20 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self.by_channel)
+
+
+def _deliver_one(subs: Iterable[Subscription], message: LiveMessage, step: int) -> Iterator[int]:
+    """``deliver_in_steps`` for a burst of one message on one channel, the usual
+    case: the same as ``_deliver_to`` per subscriber, with the calls that only serve
+    longer bursts left out (one ``send`` instead of ``push`` and ``flush``)."""
+    id_ = str(message.id).encode()
+    tail = sse_event_tail(message.envelope)
+    for done, sub in enumerate(subs, 1):
+        direct = sub.direct
+        if direct is None or sub._items or not direct.send(message, id_, tail):
+            sub.offer(message)
+        if done % step == 0:
+            yield done
 
 
 def _deliver_to(

@@ -21,7 +21,8 @@ as its ``Direct``: the hub calls ``push`` for each message, the handler renders
 the frame from bytes the hub encoded once (or declines: a hole, a new epoch, a
 terminal event), and ``flush``, called by the hub once it has handed the
 subscriber all of its messages of a burst, writes them as one chunk from the
-hub's own loop.  No task wakes per delivery.  A write the transport cannot take
+hub's own loop (``send`` does both for a burst of one message, the usual case).
+No task wakes per delivery.  A write the transport cannot take
 at once (paused) finishes in a task of its own, and until it has, the fast path
 declines (messages queue, and the loop's ``emit`` waits for that write first), so
 the bytes stay in order.
@@ -166,6 +167,31 @@ class _Live:
             out.append(frame)
         return True
 
+    def send(self, message: LiveMessage, id_: bytes, tail: bytes) -> bool:
+        """From the hub, a subscriber's only message of a burst: ``push`` and ``flush``
+        in one, with nothing in between (no list, no join)."""
+        writer = self.writer
+        assert writer is not None
+        if self.out is not None or not writer.ready():
+            # Frames wait for the stream's task, or a write is in flight: the
+            # general path keeps the bytes in order.
+            if not self.push(message, id_, tail):
+                return False
+            self.flush()
+            return True
+        frame = self.fast(message, id_, tail)  # type: ignore[misc]
+        if frame is None:
+            return False
+        writer.write_now(frame)
+        engine = _current  # set by run_live, which made this stream
+        assert engine is not None
+        self.ping_at = engine.loop.time() + self.keepalive_s
+        counter = self.counter
+        if counter is not None:
+            self.counted += 1  # ``fast`` delivered exactly one event
+            engine.add(counter, 1)
+        return True
+
     def flush(self) -> None:
         """From the hub, after this subscriber's messages of a burst: write them."""
         chunk = self.take_out()
@@ -235,14 +261,17 @@ class _Engine:
     # -- delivery counts ---------------------------------------------------------
 
     def count(self, live: _Live) -> None:
-        """Add a fast-path write's events to its counter, once per counter and loop
-        turn (an increment is a lock and a few dict lookups: not per delivery)."""
+        """Add a fast-path write's events to its counter (see ``add``)."""
+        assert live.counter is not None
+        self.add(live.counter, live.count())
+
+    def add(self, counter: Counter, n: int) -> None:
+        """Add ``n`` to ``counter`` once per counter and loop turn (an increment is a
+        lock and a few dict lookups: not per delivery)."""
         counts = self._counts
         if not counts:
             self.loop.call_soon(self._apply_counts)
-        counter = live.counter
-        assert counter is not None
-        counts[counter] = counts.get(counter, 0) + live.count()
+        counts[counter] = counts.get(counter, 0) + n
 
     def _apply_counts(self) -> None:
         counts, self._counts = self._counts, {}

@@ -53,6 +53,11 @@ def gap_envelope(cursor: str, gap: Gap, extra: Mapping[str, object] | None = Non
     return wire_gap_envelope(gap.stream, data, format_time(datetime.now(UTC)))
 
 
+# The fast path's cursor around one stream's item: (key, b"id: <items before>key~epoch~",
+# b",<items after>", channel, epoch, b"id: <items before>").
+_Parts = tuple[str, bytes, bytes, str, str | None, bytes]
+
+
 class Session:
     """Positions per stream key, and the frames that move them forward."""
 
@@ -96,9 +101,8 @@ class Session:
         self.delivered = 0
         self.gap_log: list[dict[str, object]] = []
         self._live_only: tuple[str, ...] = ()
-        # The fast path's frame head and the cursor after one stream's id, for that
-        # stream: (key, b"id: <items before>key~epoch~", b",<items after>", channel).
-        self._parts: tuple[str, bytes, bytes, str] | None = None
+        # The fast path's cursor around one stream's item (``_split_cursor``).
+        self._parts: _Parts | None = None
 
     # -- positions and frames -------------------------------------------------
 
@@ -192,6 +196,7 @@ class Session:
         a keepalive comment after each ``keepalive_s`` with nothing to send (see
         ``herald.streams.live.run_live``, shared with the message reader).  Returns
         that coroutine rather than awaiting it: one frame less per open stream."""
+        self._prime()
         return run_live(sub, emit, self, keepalive_s, until, delivered)
 
     # -- LiveHandler ----------------------------------------------------------
@@ -235,28 +240,42 @@ class Session:
         if self._render is not sse_frame:
             return None
         parts = self._parts
-        key = parts[0] if parts is not None and parts[3] == message.channel else None
-        if key is None:
-            key = self._key_of(message.channel)
+        if parts is None or parts[3] != message.channel:
+            parts = self._split_cursor(self._key_of(message.channel))
+        key = parts[0]
         pos = self._pos[key]
-        if message.previous != pos.id or message.epoch != pos.epoch:
-            if classify(pos, message.epoch, message.id, message.previous) is not Step.NEXT:
+        epoch = message.epoch
+        if message.previous != pos.id or epoch != pos.epoch:
+            if classify(pos, epoch, message.id, message.previous) is not Step.NEXT:
                 return None
-            parts = None  # the epoch may be new: render the cursor around it again
-        if parts is None or parts[0] != key:
-            parts = self._parts = self._split_cursor(key, message.epoch)
-        self._pos[key] = Position(message.epoch, message.id)
+            if parts[4] != epoch:  # the stream's first event here, or a new epoch
+                base = parts[5]
+                head = base + item_prefix(key, epoch).encode()
+                parts = (key, head, parts[2], parts[3], epoch, base)
+        self._parts = parts
+        self._pos[key] = Position(epoch, message.id)
         self._cursor = None
         self.delivered += 1
         return b"".join((parts[1], id_, parts[2], tail))  # one copy, not three
 
-    def _split_cursor(self, key: str, epoch: str) -> tuple[str, bytes, bytes, str]:
+    def _split_cursor(self, key: str) -> _Parts:
+        """The cursor around ``key``'s item, for the fast path (see ``_parts``)."""
         items = list(self._pos.items())
         k = [x for x, _ in items].index(key)
         before, after = render_cursor(items[:k]), render_cursor(items[k + 1 :])
-        head = "id: " + (before + "," if before else "") + item_prefix(key, epoch)
+        base = ("id: " + (before + "," if before else "")).encode()
+        epoch = items[k][1].epoch
+        head = base + item_prefix(key, epoch).encode()
         channel = self.targets[key].channel
-        return key, head.encode(), ("," + after if after else "").encode(), channel
+        return key, head, ("," + after if after else "").encode(), channel, epoch, base
+
+    def _prime(self) -> None:
+        """Render the fast path's cursor parts before the first live message, for the
+        stream most likely to move with many readers at once: the last one (topics
+        follow the caller's own stream).  The first event of a topic reaches every
+        reader in the same burst, and would otherwise render each one's cursor then."""
+        if self._render is sse_frame and self._pos:
+            self._parts = self._split_cursor(next(reversed(self._pos)))
 
     async def on_timer(self, now: float) -> bytes:
         return b""

@@ -7,9 +7,11 @@ import contextlib
 
 import pytest
 
+from herald.journal.runtime.metrics import ENVELOPES_DELIVERED
 from herald.journal.wire import KEEPALIVE
 from herald.streams.cursor import Cursor
 from herald.streams.live import run_live
+from herald.streams.session import Session
 from tests.unit.test_session import TOPIC, Harness, numbers, parse, publish
 
 
@@ -20,6 +22,7 @@ class Writer:
     def __init__(self) -> None:
         self.direct: list[bytes] = []  # written by the hub's fast path / the timers
         self.emitted: list[bytes] = []  # written by the stream's own task
+        self.written: list[bytes] = []  # both, in the order they were written
         self.paused = False
         self.changed = asyncio.Event()
 
@@ -28,10 +31,12 @@ class Writer:
 
     def write_now(self, chunk: bytes) -> None:
         self.direct.append(chunk)
+        self.written.append(chunk)
         self.changed.set()
 
     async def emit(self, chunk: bytes) -> None:
         self.emitted.append(chunk)
+        self.written.append(chunk)
         self.changed.set()
 
     def frames(self) -> list[tuple[str, dict]]:
@@ -55,12 +60,14 @@ async def armed(sub) -> None:
 
 
 @contextlib.asynccontextmanager
-async def streaming(h: Harness, cursor: str | None, *topics, keepalive_s: float = 15.0):
+async def streaming(
+    h: Harness, cursor: str | None, *topics, keepalive_s: float = 15.0, delivered=None
+):
     s = h.session(cursor, *topics)
     w = Writer()
     async with h.hub.subscribe(s.channels, h.queue) as sub:
         await s.open()
-        task = asyncio.create_task(run_live(sub, w.emit, s, keepalive_s))
+        task = asyncio.create_task(s.live(sub, w.emit, keepalive_s, None, delivered))
         await armed(sub)
         try:
             yield s, w, sub
@@ -138,6 +145,59 @@ async def test_a_paused_writer_sends_through_the_task_in_order():
         await publish(h.journal, 4, 1)
         await w.until(lambda: len(parse(w.direct)) == 1)
         assert numbers(parse(w.emitted) + parse(w.direct)) == [2, 3, 4]
+
+
+async def test_a_message_behind_a_waiting_write_waits_too():
+    # The keepalive timer found the writer paused and left its bytes for the stream's
+    # task; a message the hub hands over before that task runs goes after them.
+    h = Harness()
+    await publish(h.journal, 1, 1)
+    async with streaming(h, None) as (_, w, sub):
+        live = sub.direct
+        w.paused = True
+        live.write(KEEPALIVE, asyncio.get_running_loop().time())
+        w.paused = False  # ready again, but those bytes are not written yet
+        await publish(h.journal, 2, 1)  # the memory hub delivers before the task runs
+        await w.until(lambda: b"data: " in b"".join(w.written))
+        chunk = b"".join(w.written)
+        assert chunk.startswith(KEEPALIVE)
+        assert numbers(parse([chunk.removeprefix(KEEPALIVE)])) == [2]
+
+
+async def test_fast_path_deliveries_are_counted_once_each():
+    h = Harness()
+    counter = ENVELOPES_DELIVERED.labels(endpoint="unit-test-fast-path")
+    before = counter._value.get()
+    await publish(h.journal, 1, 1, TOPIC)
+    async with streaming(h, None, TOPIC, delivered=counter) as (_, w, _sub):
+        for n in range(2, 5):
+            await publish(h.journal, n, 1, TOPIC)  # three one-message bursts
+        await publish(h.journal, 1, 1)  # and one on the user stream
+        await w.until(lambda: len(w.frames()) == 4)
+        assert w.emitted == []
+        async with asyncio.timeout(2):  # applied once per loop turn
+            while counter._value.get() - before < 4:  # noqa: ASYNC110 - polled, with a deadline
+                await asyncio.sleep(0)
+        assert counter._value.get() - before == 4
+
+
+async def test_a_live_topic_reader_renders_its_cursor_before_the_first_event(monkeypatch):
+    # Every reader of a new topic gets its first event in the same burst: the cursor
+    # around the topic's item is rendered when the stream goes live, not then.
+    h = Harness()
+    async with streaming(h, None, TOPIC) as (s, w, _):
+        renders: list[str] = []
+        split = Session._split_cursor
+        monkeypatch.setattr(
+            Session, "_split_cursor", lambda self, key: renders.append(key) or split(self, key)
+        )
+        await publish(h.journal, 1, 2, TOPIC)
+        await w.until(lambda: len(w.frames()) == 2)
+        assert renders == [] and w.emitted == []
+        assert w.frames()[-1][0] == s.cursor
+        await publish(h.journal, 1, 1)  # the user stream moves: rendered then
+        await w.until(lambda: len(w.frames()) == 3)
+        assert renders == ["u"] and w.frames()[-1][0] == s.cursor
 
 
 async def test_a_hole_declines_the_fast_path_and_is_refilled_from_the_journal():
