@@ -28,7 +28,7 @@ from herald.journal.positions import ZERO_ID, StreamId, Target
 from herald.journal.runtime.metrics import GAPS
 from herald.journal.wire import KEEPALIVE, sse_frame
 from herald.journal.wire import gap_envelope as wire_gap_envelope
-from herald.streams.cursor import Cursor, Position, item_prefix
+from herald.streams.cursor import USER_KEY, Cursor, Position, item_prefix
 from herald.streams.cursor import render as render_cursor
 from herald.streams.hub import LiveMessage, Subscription
 from herald.streams.live import Overflowed, run_live
@@ -271,11 +271,13 @@ class Session:
 
     def _prime(self) -> None:
         """Render the fast path's cursor parts before the first live message, for the
-        stream most likely to move with many readers at once: the last one (topics
-        follow the caller's own stream).  The first event of a topic reaches every
-        reader in the same burst, and would otherwise render each one's cursor then."""
-        if self._render is sse_frame and self._pos:
-            self._parts = self._split_cursor(next(reversed(self._pos)))
+        last topic read (topics follow the caller's own stream).  A topic's event
+        reaches all its readers in one burst: its first one would otherwise render
+        each reader's cursor there.  A user stream has one reader: not worth the
+        memory of every idle connection (~0.3 KiB)."""
+        key = next(reversed(self._pos), USER_KEY)
+        if self._render is sse_frame and key != USER_KEY:
+            self._parts = self._split_cursor(key)
 
     async def on_timer(self, now: float) -> bytes:
         return b""

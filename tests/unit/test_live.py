@@ -200,6 +200,23 @@ async def test_a_live_topic_reader_renders_its_cursor_before_the_first_event(mon
         assert renders == ["u"] and w.frames()[-1][0] == s.cursor
 
 
+async def test_a_reader_of_its_own_stream_alone_renders_its_cursor_at_the_first_event(
+    monkeypatch,
+):
+    # One reader per user stream: nothing to gain by holding the parts while idle.
+    h = Harness()
+    async with streaming(h, None) as (s, w, _):
+        renders: list[str] = []
+        split = Session._split_cursor
+        monkeypatch.setattr(
+            Session, "_split_cursor", lambda self, key: renders.append(key) or split(self, key)
+        )
+        await publish(h.journal, 1, 2)
+        await w.until(lambda: len(w.frames()) == 2)
+        assert renders == ["u"] and w.emitted == []
+        assert w.frames()[-1][0] == s.cursor
+
+
 async def test_a_hole_declines_the_fast_path_and_is_refilled_from_the_journal():
     h = Harness()
     await publish(h.journal, 1, 1)
