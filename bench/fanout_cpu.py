@@ -9,8 +9,10 @@ N readers of one topic, each with its own user stream as well (as ``GET
 behind an in-memory journal and hub.  Each event published on the topic is fanned
 out by the hub to every reader's fast path, and written to a writer that drops the
 bytes, so what is timed is Herald's Python around each write: the hub's loop, the
-session's frame, the live loop's bookkeeping.  ``bench/fanout.py`` measures the
-whole path with real sockets; this isolates the part that is Herald's own code.
+session's frame, the live loop's bookkeeping (and, spread over the readers, the
+in-memory journal's one publish per event: negligible at hundreds of readers).
+``bench/fanout.py`` measures the whole path with real sockets; this isolates the
+part that is Herald's own code.
 
 Printed per repeat: the first event (a new topic: its readers have no position in it
 yet) and the later ones, in microseconds per delivery (the minimum over the events is

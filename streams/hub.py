@@ -299,8 +299,9 @@ class Registry:
         done = 0
         if len(channels) == 1:
             subs = self.subscribers(burst[0].channel)
-            if len(subs) > step:
-                subs = tuple(subs)  # the set may change while the caller pauses
+            if len(subs) >= step:
+                # The set may change while the caller pauses, also after the last one.
+                subs = tuple(subs)
             if len(burst) == 1:
                 yield from _deliver_one(subs, burst[0], step)
                 return

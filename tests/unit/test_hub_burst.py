@@ -142,3 +142,22 @@ async def test_a_subscriber_declining_midway_queues_the_rest_of_its_burst():
 
 def parse_subject(envelope: bytes) -> str:
     return str(orjson.loads(envelope)["subject"])
+
+
+async def test_a_subscriber_joining_during_the_last_pause_of_a_fan_out_breaks_nothing():
+    # The fan-out pauses after every ``step`` subscribers; with exactly ``step`` of them
+    # it pauses after the last one, and a subscriber joining then must not end the
+    # fan-out with "Set changed size during iteration" (its messages would be lost).
+    h = Harness()
+    await publish(h.journal, 1, 1, TOPIC)
+    async with streams(h, 2, TOPIC) as subs:
+        for burst_size in (1, 2):
+            with Held(h) as held:
+                await publish(h.journal, 2, burst_size, TOPIC)
+            steps = h.hub._registry.deliver_in_steps(held.burst, 2)
+            assert next(steps) == 2  # paused after the last subscriber
+            async with h.hub.subscribe((TOPIC.channel,), h.queue):
+                assert list(steps) == []  # resumed, and done
+        for w, _ in subs:
+            await w.until(lambda w=w: len(w.frames()) == 3)
+            assert numbers(w.frames()) == [2, 2, 3]

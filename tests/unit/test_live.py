@@ -175,10 +175,14 @@ async def test_fast_path_deliveries_are_counted_once_each():
         await publish(h.journal, 1, 1)  # and one on the user stream
         await w.until(lambda: len(w.frames()) == 4)
         assert w.emitted == []
+        w.paused = True  # two more through the stream's task, which counts what it writes
+        await publish(h.journal, 5, 2, TOPIC)
+        await w.until(lambda: len(parse(w.emitted)) == 2)
         async with asyncio.timeout(2):  # applied once per loop turn
-            while counter._value.get() - before < 4:  # noqa: ASYNC110 - polled, with a deadline
+            while counter._value.get() - before < 6:  # noqa: ASYNC110 - polled, with a deadline
                 await asyncio.sleep(0)
-        assert counter._value.get() - before == 4
+        await asyncio.sleep(0)  # one more turn: nothing is counted twice
+        assert counter._value.get() - before == 6
 
 
 async def test_a_live_topic_reader_renders_its_cursor_before_the_first_event(monkeypatch):
