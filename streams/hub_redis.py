@@ -307,8 +307,10 @@ class RedisHub:
                     self._work = 0
                     await asyncio.sleep(0)
         except Exception:  # never leave the reader waiting on a dead fan-out
-            log.exception("live fan-out failed; %d messages dropped", len(self._pending))
+            log.exception("live fan-out failed; every subscriber re-reads its journal")
             self._pending = []
+            # Some subscribers missed messages read so far: the journal has them.
+            registry.resync_all()
             room = self._room
             if room is not None and not room.done():
                 room.set_result(None)

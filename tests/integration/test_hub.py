@@ -18,6 +18,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 
 from herald.api.state import hub_connection_factory
+from herald.journal.base import JournalLimits
+from herald.journal.positions import Target
+from herald.journal.redis import RedisJournal
 from herald.journal.runtime.settings import Settings
 from herald.streams.hub import LiveMessage, Signal
 from herald.streams.hub_redis import RedisHub
@@ -107,3 +110,29 @@ async def test_reconnect_tells_subscribers_to_resync(
         async with asyncio.timeout(10):
             assert await sub.take() == [Signal.RESYNC]
         assert hub.reconnects == before + 1
+
+
+async def test_a_failed_fan_out_tells_subscribers_to_resync(
+    hub: RedisHub, real_redis: aioredis.Redis, unique: str, monkeypatch: pytest.MonkeyPatch
+):
+    # Messages the hub read but could not hand over are in the journal: nothing is lost
+    # if the subscribers re-read it, as after a reconnect.
+    target = Target.user(unique)
+    journal = RedisJournal(real_redis, JournalLimits())
+    failed = asyncio.Event()
+
+    def broken(burst: object, step: int) -> Iterator[int]:
+        failed.set()
+        raise RuntimeError("a bug in the fan-out")
+
+    async with hub.subscribe([target.channel], 10) as sub:
+        monkeypatch.setattr(hub._registry, "deliver_in_steps", broken)
+        await journal.publish(target, "demo.n", {"n": 1})
+        async with asyncio.timeout(10):
+            await failed.wait()
+            assert await sub.take() == [Signal.RESYNC]
+        monkeypatch.undo()
+        await journal.publish(target, "demo.n", {"n": 2})  # and the hub delivers again
+        async with asyncio.timeout(10):
+            (message,) = await sub.take()
+        assert isinstance(message, LiveMessage) and message.previous is not None
