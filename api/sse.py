@@ -98,6 +98,10 @@ async def _finish(resumed: _Resumed) -> None:
     await resumed
 
 
+async def _awaiting(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
 class _Watch:
     """Runs the server's ``receive()`` until it returns (the client went away), then
     calls ``on_done``.  Driven by the callbacks of the futures it waits on, not by a
@@ -275,10 +279,10 @@ class EventStreamResponse:
             # a third.
             wire.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
             return
-        coro = cast(
-            Coroutine[Any, Any, None],
-            self._send({"type": "http.response.body", "body": chunk, "more_body": True}),
-        )
+        sent: Any = self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if not hasattr(sent, "send"):  # an awaitable, but not a coroutine (e.g. granian's)
+            sent = _awaiting(sent)
+        coro = cast(Coroutine[Any, Any, None], sent)
         try:
             first = coro.send(None)
         except StopIteration:
@@ -304,7 +308,10 @@ class EventStreamResponse:
         elif callable(getattr(exchange, "when_gone", None)):
             watcher = _ServerWatch(exchange, closer.close)
         else:
-            watcher = _Watch(cast(Coroutine[Any, Any, Any], receive()), closer.close)
+            waiting: Any = receive()
+            if not hasattr(waiting, "send"):  # an awaitable, but not a coroutine
+                waiting = _awaiting(waiting)
+            watcher = _Watch(waiting, closer.close)
         self._send, self._watcher = send, watcher
         self._wire = _chunked_wire(send)
         try:

@@ -82,3 +82,67 @@ async def test_a_disconnect_ends_the_stream_through_the_closer():
     async with asyncio.timeout(2):
         await task
     assert taken == [CLOSE] and not response.ready()
+
+
+class _Done:
+    """An awaitable that is already complete and is not a coroutine (no ``send``)."""
+
+    def __await__(self):
+        return iter(())
+
+
+class _Wrapped:
+    """An awaitable that is not a coroutine, around one."""
+
+    def __init__(self, coro) -> None:
+        self._coro = coro
+
+    def __await__(self):
+        return self._coro.__await__()
+
+
+class AwaitableServer(Server):
+    """A server whose ``send`` and ``receive`` return awaitables that are not
+    coroutines, as some ASGI servers written in other languages do (e.g. granian)."""
+
+    def send(self, message: dict[str, Any]):  # type: ignore[override]
+        if message["type"] == "http.response.body":
+            self.body.append(message["body"])
+        return _Done()
+
+    def receive(self):  # type: ignore[override]
+        return _Wrapped(super().receive())
+
+
+async def test_write_now_works_with_a_server_whose_send_is_not_a_coroutine():
+    async def produce(closer: Closer, emit) -> None:
+        writer = emit.__self__
+        writer.write_now(b"a")
+        assert writer.ready()
+        await emit(b"b")
+
+    server = AwaitableServer()
+    response = EventStreamResponse(produce, (), headers={}, send_timeout_s=5)
+    async with asyncio.timeout(2):
+        await response({"type": "http"}, server.receive, server.send)
+    assert server.body == [b"a", b"b", b""]
+
+
+async def test_a_disconnect_is_seen_with_a_server_whose_receive_is_not_a_coroutine():
+    taken: list[object] = []
+
+    async def produce(closer: Closer, emit) -> None:
+        sub = Subscription(("c",), 10)
+        closer.attach(sub)
+        await emit(b"a")
+        taken.extend(await sub.take())  # CLOSE, once the client is gone
+
+    server = AwaitableServer()
+    response = EventStreamResponse(produce, (), headers={}, send_timeout_s=5)
+    task = asyncio.create_task(response({"type": "http"}, server.receive, server.send))
+    async with asyncio.timeout(2):
+        while not server.body:  # noqa: ASYNC110 - polled, with a deadline
+            await asyncio.sleep(0)
+        server.gone.set()
+        await task
+    assert taken == [CLOSE] and server.body == [b"a"]
