@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -60,6 +61,11 @@ log = logging.getLogger("herald.printers")
 
 LIST_REFRESH_S = 5.0  # new and deleted printers are noticed this fast
 RETRY_S = 1.0  # after Redis or the database failed, try again this soon
+# When a claim runs out, its printer is raced for again, by its last prober too.  One
+# process claims a whole batch in one round trip, and the same process tends to come
+# first every time; up to this much randomness per printer (at most a twentieth of
+# the interval) makes each race a fair one, so replicas share the printers.
+SPREAD_S = 0.1
 PUBLISH_ATTEMPTS = 3
 PUBLISH_BACKOFF_S = 0.25
 
@@ -165,13 +171,14 @@ class PrinterProbe:
             for pid in wanted:
                 self._due[pid] = now + RETRY_S
             return
+        spread = min(SPREAD_S, self.interval_s / 20)
         for pid, (won, left_ms) in zip(wanted, claimed, strict=True):
             if won:
-                self._due[pid] = now + self.interval_s
+                self._due[pid] = now + self.interval_s + random.uniform(0, spread)
                 self._start(snmp, self._printers[pid])
             else:
                 # Someone else probes it this interval: come back when their claim ends.
-                self._due[pid] = now + max(left_ms, 10) / 1000
+                self._due[pid] = now + max(left_ms, 10) / 1000 + random.uniform(0, spread)
 
     async def _claim(self, printers: list[uuid.UUID]) -> list[tuple[bool, int]]:
         """Try to claim each printer for one interval; for each, whether it was won
