@@ -98,8 +98,17 @@ async def _finish(resumed: _Resumed) -> None:
     await resumed
 
 
-async def _awaiting(awaitable: Awaitable[None]) -> None:
-    await awaitable
+def _coroutine(awaitable: Awaitable[Any]) -> Coroutine[Any, Any, Any]:
+    """``awaitable`` if it is a coroutine, else a coroutine that awaits it: uvicorn's and
+    Herald's own ``send``/``receive`` return coroutines, some servers' (granian's)
+    other awaitables, and both are driven here with ``.send``."""
+    if hasattr(awaitable, "send"):
+        return cast(Coroutine[Any, Any, Any], awaitable)
+    return _awaiting(awaitable)
+
+
+async def _awaiting(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 class _Watch:
@@ -279,10 +288,9 @@ class EventStreamResponse:
             # a third.
             wire.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
             return
-        sent: Any = self._send({"type": "http.response.body", "body": chunk, "more_body": True})
-        if not hasattr(sent, "send"):  # an awaitable, but not a coroutine (e.g. granian's)
-            sent = _awaiting(sent)
-        coro = cast(Coroutine[Any, Any, None], sent)
+        coro = _coroutine(
+            self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+        )
         try:
             first = coro.send(None)
         except StopIteration:
@@ -308,10 +316,7 @@ class EventStreamResponse:
         elif callable(getattr(exchange, "when_gone", None)):
             watcher = _ServerWatch(exchange, closer.close)
         else:
-            waiting: Any = receive()
-            if not hasattr(waiting, "send"):  # an awaitable, but not a coroutine
-                waiting = _awaiting(waiting)
-            watcher = _Watch(waiting, closer.close)
+            watcher = _Watch(_coroutine(receive()), closer.close)
         self._send, self._watcher = send, watcher
         self._wire = _chunked_wire(send)
         try:

@@ -113,6 +113,9 @@ class LeaseKeeper:
 
     async def untrack(self, user: str, conn_id: str) -> None:
         self._held.discard((user, conn_id))
+        await self._release(user, conn_id)
+
+    async def _release(self, user: str, conn_id: str) -> None:
         with contextlib.suppress(Exception):  # the lease expires on its own anyway
             await self.budgets.release(user, conn_id)
 
@@ -139,8 +142,7 @@ class LeaseKeeper:
                 for user, ids in by_user.items():
                     for conn_id in ids:
                         if (user, conn_id) not in self._held:
-                            with contextlib.suppress(Exception):
-                                await self.budgets.release(user, conn_id)
+                            await self._release(user, conn_id)
             if failed:
                 log.warning("renewing the connection leases of %d users failed", failed)
 
