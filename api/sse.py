@@ -305,10 +305,12 @@ class EventStreamResponse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         closer = self.closer
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        # A GET has nothing after its (empty) body message but the disconnect, so
-        # after taking that message the watcher is receive() itself, or the
-        # server's own signal where it has one.
+        # A GET has nothing after its (empty) body but the disconnect, so after
+        # taking the body (one message, or several with ``more_body``) the watcher is
+        # receive() itself, or the server's own signal where it has one.
         first = await receive()
+        while first["type"] == "http.request" and first.get("more_body", False):
+            first = await receive()
         watcher: _Watch | _ServerWatch | _NoWatch = _ALREADY_GONE
         exchange = getattr(receive, "__self__", None)
         if first["type"] == "http.disconnect":

@@ -146,3 +146,33 @@ async def test_a_disconnect_is_seen_with_a_server_whose_receive_is_not_a_corouti
         server.gone.set()
         await task
     assert taken == [CLOSE] and server.body == [b"a"]
+
+
+class ChunkedBodyServer(Server):
+    """A server that hands a GET's empty body over in two messages (``more_body``,
+    as httpx's in-process transport does): the second is not a disconnect."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body_messages = [
+            {"type": "http.request", "body": b"", "more_body": True},
+            {"type": "http.request", "body": b"", "more_body": False},
+        ]
+
+    async def receive(self) -> dict[str, Any]:
+        if self.body_messages:
+            return self.body_messages.pop(0)
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+
+async def test_a_body_in_several_messages_is_not_taken_for_a_disconnect():
+    async def produce(closer: Closer, emit) -> None:
+        await emit(b"a")
+
+    server = ChunkedBodyServer()
+    response = EventStreamResponse(produce, (), headers={}, send_timeout_s=5)
+    async with asyncio.timeout(2):
+        await response({"type": "http"}, server.receive, server.send)
+    # The stream ran, and ended its response (the empty last chunk).
+    assert server.body == [b"a", b""]
