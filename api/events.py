@@ -277,6 +277,8 @@ async def _stream(
         await emit(retry_field(settings.retry_ms))
         async with state.hub.subscribe(session.channels, settings.client_queue) as sub:
             closer.attach(sub)
+            if state.closing:
+                return  # opened after the shutdown's close_streams: end like the rest
             await session.open()
             counted = 0  # counted page by page, never per event
             async for chunk in session.replay():

@@ -418,6 +418,8 @@ async def _stream(
         channel = channel_of(reader.message_id)
         async with state.hub.subscribe([channel], settings.client_queue) as sub:
             closer.attach(sub)
+            if state.closing:
+                return  # opened after the shutdown's close_streams: end like the rest
             await reader.run(sub, emit, settings.keepalive_s, expires)
     except (Overflowed, HubUnavailable, DatabaseUnavailable):
         return  # the client resumes from its last id

@@ -61,9 +61,17 @@ class AppState:
     # Deep checks for GET /readiness; features add theirs with readiness.add(Check(...)).
     readiness: ReadinessRegistry = field(default_factory=default_registry)
     open_streams: int = 0  # GET /api/events streams open in this process
+    closing: bool = False  # the process is shutting down: streams end at once
 
     async def principal(self, conn: HTTPConnection) -> Principal:
         return await self.auth.authenticate(conn, self.tickets)
+
+    def close_streams(self) -> None:
+        """End every open stream, and any opened from now on as soon as it subscribes
+        (the listening socket closes a moment after the signal; a client reconnecting
+        in between would otherwise hold a stream until the shutdown's deadline cuts it)."""
+        self.closing = True
+        self.hub.close_all()
 
 
 def budget_limits(settings: Settings) -> BudgetLimits:

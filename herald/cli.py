@@ -161,7 +161,7 @@ def _ready_server_class() -> type:
 def _close_streams(app: Any) -> None:
     state = getattr(app.state, "herald", None)
     if state is not None:
-        state.hub.close_all()
+        state.close_streams()
 
 
 def _require_head(database_url: str) -> None:
