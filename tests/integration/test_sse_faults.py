@@ -20,6 +20,7 @@ start and quoted in failures; ``HERALD_TEST_SEED=<n>`` replays a schedule.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
@@ -232,6 +233,7 @@ class FaultRun:
     kills: list[int] = field(default_factory=list)  # clients killed per hub kill
     restarts: list[float] = field(default_factory=list)  # seconds each took
     faults_log: list[str] = field(default_factory=list)
+    connections: list[str] = field(default_factory=list)  # events read, how each ended
 
     def summary(self, total: int) -> str:
         return (
@@ -239,7 +241,7 @@ class FaultRun:
             f"connects={self.connects} drops={self.drops} server_ends={self.server_ends} "
             f"transport_errors={len(self.transport_errors)} {self.transport_errors[:3]} "
             f"refusals={self.refusals[:10]} kills={self.kills} restarts={self.restarts}; "
-            f"faults: {self.faults_log}"
+            f"faults: {self.faults_log}; connections: {self.connections}"
         )
 
 
@@ -283,6 +285,17 @@ class FaultScenario:
         self.run = FaultRun(seed)
         self.published = Progress()
         self.received = Progress()
+        # As EventSource's lastEventId: kept across every kind of reconnect, a cut
+        # included. The stream is new: "0-0" reads it from its first event (no cursor
+        # would mean "from now on" and miss what was published before connecting).
+        self.last_id = "0-0"
+        self.faulted = Progress()  # faults injected so far
+        # The publisher does not pass a kill point before every fault planned up to it
+        # is done: a slow restart would otherwise let it publish to the end, and the
+        # later kills would land on a finished stream. It does publish on while the
+        # server restarts, up to the next kill point.
+        self.plan = sorted([(at, "kill") for at in self.kill_at] + [(self.restart_at, "restart")])
+        self.gates = [(at, i + 1) for i, (at, what) in enumerate(self.plan) if what == "kill"]
 
     async def play(self, restarter: ThreadPoolExecutor) -> None:
         async with asyncio.TaskGroup() as tasks:
@@ -291,7 +304,12 @@ class FaultScenario:
             tasks.create_task(self.inject_faults(restarter))
 
     async def publish_all(self) -> None:
+        gates = iter(self.gates)
+        gate = next(gates, None)
         for n in range(1, TOTAL + 1):
+            if gate is not None and n > gate[0]:
+                await self.faulted.reached(gate[1])
+                gate = next(gates, None)
             await self.journal.publish(self.target, SEQ_TYPE, {"n": n})
             self.published.advance(n)
             if n % 10 == 0:
@@ -300,8 +318,7 @@ class FaultScenario:
                 await asyncio.sleep(self.pacing.uniform(0.0, 0.02))
 
     async def inject_faults(self, restarter: ThreadPoolExecutor) -> None:
-        plan = sorted([(at, "kill") for at in self.kill_at] + [(self.restart_at, "restart")])
-        for at, what in plan:
+        for at, what in self.plan:
             await self.published.reached(at)
             self.run.faults_log.append(f"{what}@{self.published.value}/rx{self.received.value}")
             if what == "kill":
@@ -312,26 +329,28 @@ class FaultScenario:
                 # reading carry on meanwhile.
                 await asyncio.get_running_loop().run_in_executor(restarter, self.server.restart)
                 self.run.restarts.append(round(time.monotonic() - began, 1))
+            self.faulted.advance(self.faulted.value + 1)
 
     async def kill_hub(self) -> None:
         # Kill only once this server's hub is subscribed to the user's channel, so
         # the kill is known to hit it (not a hub still reconnecting, nor a moment
-        # when the reader is between connections); re-check on each frame it gets.
+        # when the reader is between connections); re-check on each frame it gets,
+        # and every 50 ms, as the publisher waits at this point and a reader that
+        # reconnects having read everything gets no frame.
         while not self.received.done:
             if await channel_subscribers(self.redis, self.target.channel) > 0:
                 self.run.kills.append(await kill_pubsub(self.redis))
                 return
-            await self.received.reached(self.received.value + 1)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await self.received.reached(self.received.value + 1)
 
     async def read_all(self) -> None:
-        # The stream is new: "0-0" reads it from its first event (no cursor would
-        # mean "from now on" and miss what was published before connecting).
-        last_id = "0-0"
         backoff = 0.05
         try:
             while True:
                 try:
-                    last_id, outcome = await self.read_one_connection(last_id)
+                    outcome = await self.read_one_connection()
                     if outcome == "done":
                         return
                     if outcome == "dropped":
@@ -351,32 +370,43 @@ class FaultScenario:
         finally:
             self.received.finish()
 
-    async def read_one_connection(self, last_id: str) -> tuple[str, Outcome]:
+    async def read_one_connection(self) -> Outcome:
         """Read from ``last_id`` until the last event, a drop point, or the server
-        ending the stream; returns the last id seen and which of the three it was."""
+        ending the stream; returns which of the three it was."""
         url = self.server.url + EVENTS_PATH
-        async with open_sse(self.http, url, self.token, last_event_id=last_id) as stream:
-            self.run.connects += 1
-            async for event in stream:
-                envelope = event.json()
-                assert event.id is not None, f"frame without an id: {event}"
-                last_id = event.id
-                if envelope["type"] == GAP_TYPE:
-                    self.run.gaps.append(envelope["data"])
-                    continue
-                n = seq(event)
-                self.run.got.append(n)
-                self.run.entry_ids.append(entry_id(event))
-                # The cursor names the entry it follows.
-                assert cursor_part(event.id, "u").endswith("~" + entry_id(event)), event
-                self.received.advance(len(self.run.got))
-                if n == TOTAL:
-                    return last_id, "done"
-                if n in self.drop_after:
-                    self.drop_after.discard(n)
-                    self.run.drops += 1
-                    return last_id, "dropped"
-        return last_id, "ended"
+        first = len(self.run.got)
+        how = "refused"
+        try:
+            async with open_sse(self.http, url, self.token, last_event_id=self.last_id) as s:
+                self.run.connects += 1
+                how = "cut"
+                how = await self.read_frames(s)
+                return how
+        finally:
+            got = self.run.got[first:]
+            self.run.connections.append(f"{got[0]}-{got[-1]}:{how}" if got else f"-:{how}")
+
+    async def read_frames(self, stream: SseStream) -> Outcome:
+        async for event in stream:
+            envelope = event.json()
+            assert event.id is not None, f"frame without an id: {event}"
+            self.last_id = event.id
+            if envelope["type"] == GAP_TYPE:
+                self.run.gaps.append(envelope["data"])
+                continue
+            n = seq(event)
+            self.run.got.append(n)
+            self.run.entry_ids.append(entry_id(event))
+            # The cursor names the entry it follows.
+            assert cursor_part(event.id, "u").endswith("~" + entry_id(event)), event
+            self.received.advance(len(self.run.got))
+            if n == TOTAL:
+                return "done"
+            if n in self.drop_after:
+                self.drop_after.discard(n)
+                self.run.drops += 1
+                return "dropped"
+        return "ended"
 
 
 async def test_sequence_integrity_under_faults(
