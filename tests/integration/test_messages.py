@@ -16,6 +16,9 @@ import httpx
 import pytest
 from sqlalchemy import delete, func, select, update
 
+from herald.api.app import create_app
+from herald.api.auth import Authenticator
+from herald.api.state import open_state
 from herald.journal.messages.producer import MessageStreams, connect
 from herald.journal.runtime.db import make_engine
 from herald.journal.runtime.settings import Settings
@@ -328,3 +331,24 @@ async def test_demo_chat_streams_a_file_token_by_token(
     events = page.json()["events"]
     assert "".join(e["data"]["text"] for e in events[:-1]) == text.rstrip("\n")
     assert events[-1]["type"] == "message.end" and page.json()["ended"] is True
+
+
+async def test_a_message_stream_opened_while_closing_ends_at_once(
+    streams: MessageStreams, unique: str
+):
+    """As ``tests/unit/test_events_shutdown.py`` for ``/api/events``: after the
+    shutdown's ``close_streams`` a new message stream ends at once, with nothing sent."""
+    settings = _settings(jwt_secret="m" * 40)
+    auth = Authenticator(settings)
+    mid = uuid.uuid4()
+    async with streams.message_stream(mid, unique) as s, open_state(settings, auth) as state:
+        await s.emit("answer", {"n": 0})
+        state.close_streams()
+        transport = httpx.ASGITransport(app=create_app(settings, state=state))
+        headers = {"Authorization": f"Bearer {auth.issue(unique, (), 60)}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://herald") as http:
+            # The in-process transport returns once the response is complete.
+            async with asyncio.timeout(10):
+                r = await http.get(f"/api/messages/{mid}/events", headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.text.startswith("retry: ") and "data:" not in r.text, r.text
