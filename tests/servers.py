@@ -8,7 +8,6 @@ uvicorn, signals, restarts, the SSE wire format.  Readiness is the server's own
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import socket
@@ -18,17 +17,12 @@ import threading
 import time
 from pathlib import Path
 
-from herald.api.auth import Authenticator
-from herald.journal.runtime.settings import Settings
+import jwt
+
 from tests.conftest import DATABASE_URL, REDIS_URL
 
 HERALD = str(Path(sys.executable).with_name("herald"))
 TEST_SECRET = "integration-secret-integration-secret-0123"
-
-
-@functools.cache
-def _test_authenticator() -> Authenticator:
-    return Authenticator(Settings(jwt_secret=TEST_SECRET, redis_url="memory://"))  # type: ignore[arg-type]
 
 
 def free_port() -> int:
@@ -79,8 +73,13 @@ class HeraldProcess:
         """A token this server accepts: signed here with its secret, as ``herald token``
         does (~1.3 s a call as a process, most of it imports; the command itself has
         its own tests), or by that command when the server's JWT settings differ."""
-        if not any(k.startswith("HERALD_JWT_") for k in self.extra_env):
-            return _test_authenticator().issue(user, roles, ttl)
+        jwt_settings = {k: v for k, v in self.env.items() if k.startswith("HERALD_JWT_")}
+        if jwt_settings == {"HERALD_JWT_SECRET": TEST_SECRET}:
+            # The claims Authenticator.issue signs; nothing read from this process's
+            # environment, which the server does not see.
+            now = int(time.time())
+            claims = {"sub": user, "roles": list(roles), "iat": now, "exp": now + ttl}
+            return jwt.encode(claims, TEST_SECRET, algorithm="HS256")
         args = [HERALD, "token", "--user", user, "--ttl", str(ttl)]
         for role in roles:
             args += ["--role", role]
