@@ -156,6 +156,17 @@ async def charge_replay(state: AppState, principal: Principal) -> None:
     REPLAYS.inc()
 
 
+def ended_at_once(state: AppState) -> Response | None:
+    """While the process shuts down (``AppState.close_streams``), a stream request is
+    answered with a stream that ends at once: its ``retry:`` field only, so EventSource
+    reconnects (elsewhere, once this process stops listening), and no connection slot
+    or replay is charged for it.  None otherwise."""
+    if not state.closing:
+        return None
+    body = retry_field(state.settings.retry_ms)
+    return Response(body, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
 def refuse_beyond_process_cap(state: AppState) -> None:
     """503 when this process already serves ``HERALD_MAX_CONNECTIONS`` streams: a
     process cap, unlike the per-user one, so the load balancer should pick another."""
@@ -225,6 +236,8 @@ async def stream_events(request: Request) -> Response | EventStreamResponse:
     cursor = parse_cursor(
         request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     )
+    if (ended := ended_at_once(state)) is not None:
+        return ended
     refuse_beyond_process_cap(state)
     session = Session(state.journal, targets, cursor, session_limits(state))
     conn_id = await take_connection_slot(state, principal)
@@ -278,7 +291,7 @@ async def _stream(
         async with state.hub.subscribe(session.channels, settings.client_queue) as sub:
             closer.attach(sub)
             if state.closing:
-                return  # opened after the shutdown's close_streams: end like the rest
+                return  # close_streams came after ended_at_once's look: end like the rest
             await session.open()
             counted = 0  # counted page by page, never per event
             async for chunk in session.replay():

@@ -23,6 +23,7 @@ from herald.api.errors import ApiError
 from herald.api.events import (
     SSE_HEADERS,
     charge_replay,
+    ended_at_once,
     refuse_beyond_process_cap,
     stream_ended,
     stream_started,
@@ -382,6 +383,8 @@ async def events(request: Request) -> Response | EventStreamResponse:
     if info.status != "streaming" and not ahead:
         # Nothing more will come: 204 tells EventSource to stop reconnecting.
         return Response(status_code=204, headers={"Cache-Control": "no-store"})
+    if (ended := ended_at_once(state)) is not None:
+        return ended
     if ahead:
         # Past events to deliver: a replay, charged like one of a user stream.
         await charge_replay(state, principal)
@@ -419,7 +422,7 @@ async def _stream(
         async with state.hub.subscribe([channel], settings.client_queue) as sub:
             closer.attach(sub)
             if state.closing:
-                return  # opened after the shutdown's close_streams: end like the rest
+                return  # close_streams came after ended_at_once's look: end like the rest
             await reader.run(sub, emit, settings.keepalive_s, expires)
     except (Overflowed, HubUnavailable, DatabaseUnavailable):
         return  # the client resumes from its last id
