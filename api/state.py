@@ -67,9 +67,10 @@ class AppState:
         return await self.auth.authenticate(conn, self.tickets)
 
     def close_streams(self) -> None:
-        """End every open stream, and any opened from now on as soon as it subscribes
-        (the listening socket closes a moment after the signal; a client reconnecting
-        in between would otherwise hold a stream until the shutdown's deadline cuts it)."""
+        """End every open stream, and any requested from now on (``closing``: see
+        ``herald.api.events.ended_at_once``).  The listening socket closes a moment
+        after the signal; a client reconnecting in between would otherwise hold a
+        stream until the shutdown's deadline cuts it."""
         self.closing = True
         self.hub.close_all()
 
