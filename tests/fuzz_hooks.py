@@ -8,19 +8,17 @@ seconds later: a stream ends when its token does, so each one is bounded.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
-import jwt
 import schemathesis
+
+from tests.tokens import hs256_token
 
 STREAMS = {"/api/events", "/api/messages/{id}/events"}
 
 
 def token(ttl_s: int) -> str:
-    now = int(time.time())
-    claims = {"sub": "fuzz", "roles": ["admin"], "iat": now, "exp": now + ttl_s}
-    return jwt.encode(claims, os.environ["HERALD_JWT_SECRET"], algorithm="HS256")
+    return hs256_token(os.environ["HERALD_JWT_SECRET"], "fuzz", ("admin",), ttl_s)
 
 
 @schemathesis.auth(refresh_interval=None)

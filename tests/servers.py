@@ -17,9 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-import jwt
-
 from tests.conftest import DATABASE_URL, REDIS_URL
+from tests.tokens import hs256_token
 
 HERALD = str(Path(sys.executable).with_name("herald"))
 TEST_SECRET = "integration-secret-integration-secret-0123"
@@ -75,11 +74,7 @@ class HeraldProcess:
         its own tests), or by that command when the server's JWT settings differ."""
         jwt_settings = {k: v for k, v in self.env.items() if k.startswith("HERALD_JWT_")}
         if jwt_settings == {"HERALD_JWT_SECRET": TEST_SECRET}:
-            # The claims Authenticator.issue signs; nothing read from this process's
-            # environment, which the server does not see.
-            now = int(time.time())
-            claims = {"sub": user, "roles": list(roles), "iat": now, "exp": now + ttl}
-            return jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+            return hs256_token(TEST_SECRET, user, roles, ttl)
         args = [HERALD, "token", "--user", user, "--ttl", str(ttl)]
         for role in roles:
             args += ["--role", role]
